@@ -1,0 +1,144 @@
+"""Agent state timelines: order-independent, with per-minute time in state."""
+
+from __future__ import annotations
+
+from bisect import insort
+from itertools import pairwise
+
+import msgspec
+
+from .contracts import Ratio, ratio
+from .counters import AgentCounters, StateTime
+from .leg import MINUTE_MS, minute_of
+
+
+class Change(msgspec.Struct, array_like=True, order=True):
+    """One `agent.state_changed`, ordered by (instant, event id) for a total order."""
+
+    at: int
+    event_id: str
+    state: str
+    team_id: str
+    reason: str | None
+    queues: list[str]
+
+
+class Timeline(msgspec.Struct, kw_only=True):
+    """An agent's state changes in event-time order."""
+
+    tenant_id: str
+    agent_id: str
+    changes: list[Change] = []
+
+    def insert(self, change: Change) -> tuple[int, int] | None:
+        """Add a change; returns the span (ms) whose time in state it altered, or None
+        when the same event id was already there."""
+        if any(c.event_id == change.event_id for c in self.changes):
+            return None
+        insort(self.changes, change)
+        i = self.changes.index(change)
+        start = self.changes[i - 1].at if i > 0 else change.at
+        end = self.changes[i + 1].at if i + 1 < len(self.changes) else change.at
+        return start, end
+
+    @property
+    def current(self) -> Change | None:
+        return self.changes[-1] if self.changes else None
+
+    def state_at(self, at_ms: int) -> Change | None:
+        """The change in force at an instant (the latest at or before it)."""
+        for change in reversed(self.changes):
+            if change.at <= at_ms:
+                return change
+        return None
+
+    def state_time(self, minute: int) -> StateTime:
+        """Time in each state inside one closed minute, from the closed segments only
+        (the segment after the last change is open and is added at read time)."""
+        result = StateTime()
+        lo, hi = minute, minute + MINUTE_MS
+        for before, after in pairwise(self.changes):
+            if after.at <= lo:
+                continue
+            if before.at >= hi:
+                break
+            overlap = min(after.at, hi) - max(before.at, lo)
+            if overlap > 0:
+                result.add(before.state, overlap)
+        return result
+
+    def open_segment(self, start: int, end: int) -> tuple[str, int] | None:
+        """(state, ms) of the open segment after the last change, inside [start, end)."""
+        last = self.current
+        if last is None:
+            return None
+        overlap = end - max(last.at, start)
+        return (last.state, overlap) if overlap > 0 else None
+
+    def evict_before(self, cutoff_ms: int) -> None:
+        """Forget changes before `cutoff_ms`, keeping the last one (it sets the state after)."""
+        keep_from = 0
+        for i, change in enumerate(self.changes):
+            if change.at < cutoff_ms:
+                keep_from = i
+        if keep_from:
+            del self.changes[:keep_from]
+
+
+def minutes_between(start: int, end: int) -> range:
+    """Starts of the minutes touched by [start, end] (at least the minute of `start`)."""
+    return range(minute_of(start), max(minute_of(start), end) + 1, MINUTE_MS)
+
+
+def occupancy(time_in_state: StateTime) -> Ratio:
+    """(on_call + wrapup) / (on_call + wrapup + available), from state durations (ms)."""
+    busy = time_in_state.on_call_ms + time_in_state.wrapup_ms
+    return ratio(busy, busy + time_in_state.available_ms)
+
+
+def agent_aht(counters: AgentCounters) -> Ratio:
+    """(talk + hold + wrap-up) / handled for an agent or a team (ms)."""
+    return ratio(counters.talk_ms + counters.hold_ms + counters.wrap_ms, counters.handled)
+
+
+class AgentFigures(msgspec.Struct, kw_only=True):
+    """One agent's figures over a window, next to its team's (weighted) averages."""
+
+    agent_id: str
+    team_id: str
+    state: str | None
+    state_since_ms: int | None
+    handled: int
+    aht_ms: Ratio
+    occupancy: Ratio
+    team_aht_ms: Ratio
+    team_occupancy: Ratio
+
+
+def team_figures(
+    agents: dict[str, tuple[str, Change | None, AgentCounters, StateTime]],
+) -> list[AgentFigures]:
+    """Per-agent AHT and occupancy with the team average beside each.
+
+    `agents` maps agent id to (team id, current change, summed counters, summed state time).
+    Team averages weigh every call and millisecond alike (sums divided, not averages averaged).
+    """
+    team_counters: dict[str, AgentCounters] = {}
+    team_time: dict[str, StateTime] = {}
+    for team_id, _, counters, time_in_state in agents.values():
+        team_counters.setdefault(team_id, AgentCounters()).merge(counters)
+        team_time.setdefault(team_id, StateTime()).merge(time_in_state)
+    return [
+        AgentFigures(
+            agent_id=agent_id,
+            team_id=team_id,
+            state=None if change is None else change.state,
+            state_since_ms=None if change is None else change.at,
+            handled=counters.handled,
+            aht_ms=agent_aht(counters),
+            occupancy=occupancy(time_in_state),
+            team_aht_ms=agent_aht(team_counters[team_id]),
+            team_occupancy=occupancy(team_time[team_id]),
+        )
+        for agent_id, (team_id, change, counters, time_in_state) in sorted(agents.items())
+    ]

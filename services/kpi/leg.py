@@ -1,0 +1,259 @@
+"""The per-leg state machine: a leg's facts, folded from its events in any order.
+
+A leg is one visit of a call to one queue. Its state is the *set of facts* its events
+established, so the result does not depend on arrival order or on duplicates; the outcome
+and durations are then a pure function of those facts. Rules for impossible sequences
+(each counted under `Leg.anomalies()`, never raised):
+
+- the same kind of fact twice under different event ids: the earliest instant wins
+  (ties: the smaller event id), e.g. answered twice by different agents;
+- answered together with abandoned / flowed out: the answer wins;
+- several unanswered endings (abandoned, flowed out, transferred before answer): the
+  earliest wins (ties: abandoned, then flowed out, then transferred);
+- an unanswered transfer counts as a flow-out with reason "transfer";
+- a negative duration (e.g. answered before queued) is clamped to 0;
+- a hold end without a start is ignored; a hold still open at the end of talk closes there;
+- without `call.ended`, talk ends at the transfer of the leg, else at the end of wrap-up;
+- queue figures need `call.queued`; handle time needs `call.answered` and `call.wrapup_ended`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from .events import (
+    CallAbandoned,
+    CallAnswered,
+    CallEnded,
+    CallFlowedOut,
+    CallHoldEnded,
+    CallHoldStarted,
+    CallLegEvent,
+    CallQueued,
+    CallTransferred,
+    CallWrapupEnded,
+)
+
+MINUTE_MS: Final = 60_000
+
+LegKey = tuple[str, str, str, int]
+"""(tenant_id, call_id, queue_id, visit)"""
+
+ANSWERED: Final = 0
+ABANDONED: Final = 1
+FLOWED_OUT: Final = 2
+
+# Contribution parts, each attributed to one 1-minute bucket (UTC start, ms):
+Offered = tuple[int]  # (minute,)
+Outcome = tuple[int, int, int, str]  # (minute, ANSWERED|ABANDONED|FLOWED_OUT, wait_ms, agent_id)
+Handle = tuple[int, str, int, int, int]  # (minute, agent_id, talk_ms, hold_ms, wrap_ms)
+Transfer = tuple[int, str]  # (minute, agent_id)
+Contribution = tuple[Offered | None, Outcome | None, Handle | None, Transfer | None]
+NO_CONTRIBUTION: Final[Contribution] = (None, None, None, None)
+
+
+def minute_of(at_ms: int) -> int:
+    """Start (ms) of the UTC minute containing `at_ms`."""
+    return at_ms - at_ms % MINUTE_MS
+
+
+def at_ms(event: CallLegEvent) -> int:
+    """The event's source instant in integer milliseconds since the epoch."""
+    return int(event.occurred_at.timestamp() * 1000)
+
+
+class Fact(msgspec.Struct, array_like=True):
+    """One established instant, with the event id that established it (for ties)."""
+
+    at: int
+    event_id: str
+    detail: str = ""
+
+    def beats(self, other: Fact) -> bool:
+        return (self.at, self.event_id) < (other.at, other.event_id)
+
+
+class Leg(msgspec.Struct, kw_only=True):
+    """Facts of one leg; mutated only by `apply`."""
+
+    tenant_id: str
+    call_id: str
+    queue_id: str
+    visit: int
+    seen: list[str] = []
+    queued: Fact | None = None
+    priority: int = 0
+    caller_key: str | None = None
+    answered: Fact | None = None  # detail: agent id
+    abandoned: Fact | None = None
+    flowed_out: Fact | None = None  # detail: reason
+    transferred: Fact | None = None  # detail: target
+    ended: Fact | None = None
+    wrapup_ended: Fact | None = None
+    hold_starts: list[int] = []
+    hold_ends: list[int] = []
+    repeats: int = 0
+    first_at: int = 2**62
+    last_at: int = -(2**62)
+    contribution: Contribution = NO_CONTRIBUTION
+
+    @property
+    def key(self) -> LegKey:
+        return (self.tenant_id, self.call_id, self.queue_id, self.visit)
+
+    def apply(self, event: CallLegEvent, occurred_ms: int) -> bool:
+        """Fold one event into the facts; False if it was a duplicate (same event id)."""
+        if event.event_id in self.seen:
+            return False
+        self.seen.append(event.event_id)
+        if occurred_ms > self.last_at:
+            self.last_at = occurred_ms
+        if occurred_ms < self.first_at:
+            self.first_at = occurred_ms
+        fact = Fact(occurred_ms, event.event_id)
+        if isinstance(event, CallQueued):
+            if self._keep("queued", fact):
+                self.priority = event.priority
+                self.caller_key = event.caller_key
+        elif isinstance(event, CallAnswered):
+            fact.detail = event.agent_id
+            self._keep("answered", fact)
+        elif isinstance(event, CallAbandoned):
+            self._keep("abandoned", fact)
+        elif isinstance(event, CallFlowedOut):
+            fact.detail = event.reason
+            self._keep("flowed_out", fact)
+        elif isinstance(event, CallTransferred):
+            fact.detail = event.to_queue_id or event.to_agent_id or ""
+            self._keep("transferred", fact)
+        elif isinstance(event, CallHoldStarted):
+            self.hold_starts.append(occurred_ms)
+            self.hold_starts.sort()
+        elif isinstance(event, CallHoldEnded):
+            self.hold_ends.append(occurred_ms)
+            self.hold_ends.sort()
+        elif isinstance(event, CallEnded):
+            self._keep("ended", fact)
+        elif isinstance(event, CallWrapupEnded):
+            self._keep("wrapup_ended", fact)
+        return True
+
+    def _keep(self, name: str, fact: Fact) -> bool:
+        current: Fact | None = getattr(self, name)
+        if current is not None:
+            self.repeats += 1
+            if not fact.beats(current):
+                return False
+        setattr(self, name, fact)
+        return True
+
+    # -- derived ---------------------------------------------------------------------
+
+    def queue_ending(self) -> tuple[int, Fact] | None:
+        """(ANSWERED|ABANDONED|FLOWED_OUT, fact) of the leg's queue outcome, if it has one."""
+        if self.answered is not None:
+            return ANSWERED, self.answered
+        best: tuple[int, int, Fact] | None = None
+        for rank, kind, fact in (
+            (0, ABANDONED, self.abandoned),
+            (1, FLOWED_OUT, self.flowed_out),
+            (2, FLOWED_OUT, self.transferred),
+        ):
+            if fact is not None and (best is None or (fact.at, rank) < (best[2].at, best[0])):
+                best = (rank, kind, fact)
+        return None if best is None else (best[1], best[2])
+
+    @property
+    def waiting(self) -> bool:
+        """Queued and not yet answered, abandoned, flowed out or transferred."""
+        return self.queued is not None and self.queue_ending() is None
+
+    def flow_out_reason(self) -> str | None:
+        ending = self.queue_ending()
+        if ending is None or ending[0] != FLOWED_OUT:
+            return None
+        return ending[1].detail if ending[1] is self.flowed_out else "transfer"
+
+    def talk_end(self) -> int | None:
+        if self.ended is not None:
+            return self.ended.at
+        if self.transferred is not None:
+            return self.transferred.at
+        return None if self.wrapup_ended is None else self.wrapup_ended.at
+
+    def hold_ms(self, start: int, end: int) -> int:
+        """Time on hold between `start` and `end`, pairing starts and ends in time order."""
+        marks = sorted([(t, 0) for t in self.hold_starts] + [(t, 1) for t in self.hold_ends])
+        total, since = 0, None
+        for t, kind in marks:
+            if kind == 0 and since is None:
+                since = t
+            elif kind == 1 and since is not None:
+                total += max(0, min(t, end) - max(since, start))
+                since = None
+        if since is not None:
+            total += max(0, end - max(since, start))
+        return total
+
+    def compute_contribution(self) -> Contribution:
+        """What this leg adds to bucket counters, given its facts now."""
+        offered: Offered | None = None
+        outcome: Outcome | None = None
+        handle: Handle | None = None
+        transfer: Transfer | None = None
+        if self.queued is not None:
+            offered = (minute_of(self.queued.at),)
+            ending = self.queue_ending()
+            if ending is not None:
+                kind, fact = ending
+                wait = max(0, fact.at - self.queued.at)
+                outcome = (minute_of(fact.at), kind, wait, fact.detail if kind == ANSWERED else "")
+        answered = self.answered
+        if answered is not None:
+            if self.transferred is not None:
+                transfer = (minute_of(self.transferred.at), answered.detail)
+            if self.wrapup_ended is not None:
+                talk_end = self.talk_end()
+                assert talk_end is not None
+                talk_end = max(talk_end, answered.at)
+                hold = self.hold_ms(answered.at, talk_end)
+                talk = talk_end - answered.at - hold
+                wrap = max(0, self.wrapup_ended.at - talk_end)
+                handle = (minute_of(self.wrapup_ended.at), answered.detail, talk, hold, wrap)
+        return (offered, outcome, handle, transfer)
+
+    def anomalies(self) -> dict[str, int]:
+        """Counts of the rules above that this leg needed (empty for a clean leg)."""
+        found: dict[str, int] = {}
+        if self.repeats:
+            found["repeated_fact"] = self.repeats
+        if self.answered is not None and (
+            self.abandoned is not None or self.flowed_out is not None
+        ):
+            found["ending_after_answer"] = 1
+        ending = self.queue_ending()
+        if self.queued is not None and ending is not None and ending[1].at < self.queued.at:
+            found["negative_wait"] = 1
+        if self.queued is None and (ending is not None or self.wrapup_ended is not None):
+            found["not_queued"] = 1
+        talk_end = self.talk_end()
+        if self.answered is not None and talk_end is not None and talk_end < self.answered.at:
+            found["negative_talk"] = 1
+        if len(self.hold_ends) > len(self.hold_starts):
+            found["unpaired_hold"] = 1
+        return found
+
+    def is_complete(self) -> bool:
+        """No further event is expected: ended unanswered, or answered and wrapped up."""
+        ending = self.queue_ending()
+        if ending is None:
+            return False
+        return ending[0] != ANSWERED or self.wrapup_ended is not None
+
+
+def new_leg(event: CallLegEvent) -> Leg:
+    return Leg(
+        tenant_id=event.tenant_id, call_id=event.call_id, queue_id=event.queue_id, visit=event.visit
+    )
