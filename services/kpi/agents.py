@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left
 from itertools import pairwise
 
 import msgspec
@@ -33,12 +33,15 @@ class Timeline(msgspec.Struct, kw_only=True):
     def insert(self, change: Change) -> tuple[int, int] | None:
         """Add a change; returns the span (ms) whose time in state it altered, or None
         when the same event id was already there."""
-        if any(c.event_id == change.event_id for c in self.changes):
+        changes = self.changes
+        i = bisect_left(changes, change)
+        if i < len(changes) and changes[i].event_id == change.event_id:
             return None
-        insort(self.changes, change)
-        i = self.changes.index(change)
-        start = self.changes[i - 1].at if i > 0 else change.at
-        end = self.changes[i + 1].at if i + 1 < len(self.changes) else change.at
+        if any(c.event_id == change.event_id for c in changes[max(0, i - 8) : i + 8]):
+            return None  # the same id re-sent with another instant: the first one stands
+        changes.insert(i, change)
+        start = changes[i - 1].at if i > 0 else change.at
+        end = changes[i + 1].at if i + 1 < len(changes) else change.at
         return start, end
 
     @property
@@ -52,20 +55,29 @@ class Timeline(msgspec.Struct, kw_only=True):
                 return change
         return None
 
-    def state_time(self, minute: int) -> StateTime:
-        """Time in each state inside one closed minute, from the closed segments only
-        (the segment after the last change is open and is added at read time)."""
-        result = StateTime()
-        lo, hi = minute, minute + MINUTE_MS
-        for before, after in pairwise(self.changes):
-            if after.at <= lo:
-                continue
+    def state_times(self, start: int, end: int) -> dict[int, StateTime]:
+        """Time in each state per minute for the minutes touched by [start, end], from the
+        closed segments only (the segment after the last change is open and is added at
+        read time). Every touched minute is in the result, empty or not."""
+        first = minute_of(start)
+        result = {m: StateTime() for m in range(first, max(first, end) + 1, MINUTE_MS)}
+        lo, hi = first, max(first, end) + MINUTE_MS
+        changes = self.changes
+        i = max(0, bisect_left([c.at for c in changes], lo) - 1)
+        for before, after in pairwise(changes[i:]):
             if before.at >= hi:
                 break
-            overlap = min(after.at, hi) - max(before.at, lo)
-            if overlap > 0:
-                result.add(before.state, overlap)
+            seg_lo, seg_hi = max(before.at, lo), min(after.at, hi)
+            while seg_lo < seg_hi:
+                minute = minute_of(seg_lo)
+                piece = min(seg_hi, minute + MINUTE_MS) - seg_lo
+                result[minute].add(before.state, piece)
+                seg_lo += piece
         return result
+
+    def state_time(self, minute: int) -> StateTime:
+        """Time in each state inside one minute (see `state_times`)."""
+        return self.state_times(minute, minute)[minute]
 
     def open_segment(self, start: int, end: int) -> tuple[str, int] | None:
         """(state, ms) of the open segment after the last change, inside [start, end)."""

@@ -14,17 +14,21 @@ events older than `max seen - horizon` are quarantined (counted, returned to the
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
-from .agents import Change, Timeline, minutes_between
+from .agents import Change, Timeline
 from .counters import AgentCounters, Counters, StateTime, wait_bin
 from .events import AgentStateChanged, CallLegEvent, Event, QaEvaluated, SurveyCompleted
 from .leg import (
     ABANDONED,
     ANSWERED,
+    HANDLE_FACTS,
     MINUTE_MS,
+    NO_CONTRIBUTION,
+    NOTHING,
+    QUEUE_FACTS,
     Contribution,
     Leg,
     LegKey,
@@ -57,101 +61,73 @@ class Stats(msgspec.Struct, kw_only=True):
     ignored: int = 0
 
 
-def _add_parts(
-    contribution: Contribution,
-    key: LegKey,
-    q: dict[QKey, Counters],
-    a: dict[AKey, AgentCounters],
-    qkeys: set[QKey],
-    akeys: set[AKey],
-) -> None:
-    """Add a leg's contribution into bucket counters (only the buckets listed, if any)."""
-    tenant, _, queue, _ = key
-    offered, outcome, handle, transfer = contribution
-    if offered is not None:
-        k = (tenant, queue, offered[0])
-        if not qkeys or k in qkeys:
-            _q(q, k).offered += 1
-    if outcome is not None:
-        minute, kind, wait, agent = outcome
-        k = (tenant, queue, minute)
-        if not qkeys or k in qkeys:
-            c = _q(q, k)
-            if kind == ANSWERED:
-                c.answered += 1
-                c.wait_answered_ms += wait
-                c.max_wait_answered_ms = max(c.max_wait_answered_ms, wait)
-                c.hist_answered[wait_bin(wait)] += 1
-            elif kind == ABANDONED:
-                c.abandoned += 1
-                c.wait_abandoned_ms += wait
-                c.max_wait_abandoned_ms = max(c.max_wait_abandoned_ms, wait)
-                c.hist_abandoned[wait_bin(wait)] += 1
-            else:
-                c.flowed_out += 1
+OFFERED_PART: Final = 0
+OUTCOME_PART: Final = 1
+HANDLE_PART: Final = 2
+TRANSFER_PART: Final = 3
+
+
+def part_keys(tenant: str, queue: str, index: int, part: Any) -> tuple[QKey, AKey | None]:
+    """The queue bucket and the agent bucket (if any) one contribution part counts in."""
+    minute = part[0]
+    if index == OFFERED_PART:
+        return (tenant, queue, minute), None
+    if index == OUTCOME_PART:
+        return (tenant, queue, minute), (tenant, part[3], minute) if part[1] == ANSWERED else None
+    return (tenant, queue, minute), (tenant, part[1], minute)
+
+
+def add_part(
+    index: int, part: Any, c: Counters | None, ac: AgentCounters | None, sign: int
+) -> bool:
+    """Add (sign 1) or take away (sign -1) one contribution part. Returns True when a
+    taken-away wait was the bucket's maximum, which then must be recomputed from the legs."""
+    if index == OFFERED_PART:
+        if c is not None:
+            c.offered += sign
+        return False
+    if index == OUTCOME_PART:
+        if ac is not None:
+            ac.answered += sign
+        if c is None:
+            return False
+        _, kind, wait, _ = part
         if kind == ANSWERED:
-            ak = (tenant, agent, minute)
-            if not akeys or ak in akeys:
-                _a(a, ak).answered += 1
-    if handle is not None:
-        minute, agent, talk, hold, wrap = handle
-        k = (tenant, queue, minute)
-        if not qkeys or k in qkeys:
-            c = _q(q, k)
-            c.handled += 1
-            c.talk_ms += talk
-            c.hold_ms += hold
-            c.wrap_ms += wrap
-        ak = (tenant, agent, minute)
-        if not akeys or ak in akeys:
-            ac = _a(a, ak)
-            ac.handled += 1
-            ac.talk_ms += talk
-            ac.hold_ms += hold
-            ac.wrap_ms += wrap
-    if transfer is not None:
-        minute, agent = transfer
-        k = (tenant, queue, minute)
-        if not qkeys or k in qkeys:
-            _q(q, k).transferred += 1
-        ak = (tenant, agent, minute)
-        if not akeys or ak in akeys:
-            _a(a, ak).transferred += 1
+            c.answered += sign
+            c.wait_answered_ms += sign * wait
+            c.hist_answered[wait_bin(wait)] += sign
+            if sign > 0:
+                if wait > c.max_wait_answered_ms:
+                    c.max_wait_answered_ms = wait
+                return False
+            return bool(wait == c.max_wait_answered_ms)
+        if kind == ABANDONED:
+            c.abandoned += sign
+            c.wait_abandoned_ms += sign * wait
+            c.hist_abandoned[wait_bin(wait)] += sign
+            if sign > 0:
+                if wait > c.max_wait_abandoned_ms:
+                    c.max_wait_abandoned_ms = wait
+                return False
+            return bool(wait == c.max_wait_abandoned_ms)
+        c.flowed_out += sign
+        return False
+    if index == HANDLE_PART:
+        _, _, talk, hold, wrap = part
+        for x in (c, ac):
+            if x is not None:
+                x.handled += sign
+                x.talk_ms += sign * talk
+                x.hold_ms += sign * hold
+                x.wrap_ms += sign * wrap
+        return False
+    for x in (c, ac):
+        if x is not None:
+            x.transferred += sign
+    return False
 
 
-def _q(q: dict[QKey, Counters], k: QKey) -> Counters:
-    c = q.get(k)
-    if c is None:
-        c = q[k] = Counters()
-    return c
-
-
-def _a(a: dict[AKey, AgentCounters], k: AKey) -> AgentCounters:
-    c = a.get(k)
-    if c is None:
-        c = a[k] = AgentCounters()
-    return c
-
-
-def bucket_keys(key: LegKey, contribution: Contribution) -> tuple[set[QKey], set[AKey]]:
-    """The queue and agent buckets a contribution touches."""
-    tenant, _, queue, _ = key
-    offered, outcome, handle, transfer = contribution
-    qkeys: set[QKey] = set()
-    akeys: set[AKey] = set()
-    if offered is not None:
-        qkeys.add((tenant, queue, offered[0]))
-    if outcome is not None:
-        qkeys.add((tenant, queue, outcome[0]))
-        if outcome[1] == ANSWERED:
-            akeys.add((tenant, outcome[3], outcome[0]))
-    if handle is not None:
-        qkeys.add((tenant, queue, handle[0]))
-        akeys.add((tenant, handle[1], handle[0]))
-    if transfer is not None:
-        qkeys.add((tenant, queue, transfer[0]))
-        akeys.add((tenant, transfer[1], transfer[0]))
-    return qkeys, akeys
+_NO_TIME: Final = StateTime()
 
 
 class Centre:
@@ -164,8 +140,6 @@ class Centre:
         self.agent_buckets: dict[AKey, AgentCounters] = {}
         self.state_buckets: dict[AKey, StateTime] = {}
         self.timelines: dict[tuple[str, str], Timeline] = {}
-        self._queue_index: dict[QKey, set[LegKey]] = {}
-        self._agent_index: dict[AKey, set[LegKey]] = {}
         self.waiting: dict[tuple[str, str], set[LegKey]] = {}
         self.dirty_queue: set[QKey] = set()
         self.dirty_agent: set[AKey] = set()
@@ -219,8 +193,11 @@ class Centre:
         # A leg older than the evicted buckets may only change parts still in memory;
         # keep a copy to undo an event that would restate an evicted bucket.
         before = _copy(leg) if leg.first_at < self.evicted_until_ms else None
-        if not leg.apply(event, occurred_ms):
-            return DUPLICATE
+        changed = leg.apply(event, occurred_ms)
+        if changed == NOTHING:
+            return APPLIED if leg.seen[-1] == event.event_id else DUPLICATE
+        if changed == HANDLE_FACTS and leg.wrapup_ended is None:
+            return APPLIED  # talk and hold only count once wrap-up has ended
         old = leg.contribution
         new = leg.compute_contribution()
         if before is not None and self._touches_evicted(old, new):
@@ -229,13 +206,14 @@ class Centre:
         if new != old:
             leg.contribution = new
             self._restate(key, old, new, late)
-        wait_key = (event.tenant_id, event.queue_id)
-        if leg.waiting:
-            self.waiting.setdefault(wait_key, set()).add(key)
-        else:
-            waiting = self.waiting.get(wait_key)
-            if waiting is not None:
-                waiting.discard(key)
+        if changed == QUEUE_FACTS:
+            wait_key = (event.tenant_id, event.queue_id)
+            if leg.waiting:
+                self.waiting.setdefault(wait_key, set()).add(key)
+            else:
+                waiting = self.waiting.get(wait_key)
+                if waiting is not None:
+                    waiting.discard(key)
         return APPLIED
 
     def _touches_evicted(self, old: Contribution, new: Contribution) -> bool:
@@ -247,43 +225,57 @@ class Centre:
         return False
 
     def _restate(self, key: LegKey, old: Contribution, new: Contribution, late: bool) -> None:
-        old_q, old_a = bucket_keys(key, old)
-        new_q, new_a = bucket_keys(key, new)
-        for k in old_q - new_q:
-            self._queue_index[k].discard(key)
-        for ak in old_a - new_a:
-            self._agent_index[ak].discard(key)
-        for k in new_q - old_q:
-            self._queue_index.setdefault(k, set()).add(key)
-        for ak in new_a - old_a:
-            self._agent_index.setdefault(ak, set()).add(key)
-        retracting = [part for part in zip(old, new, strict=True) if part[0] is not None]
-        if not retracting:
-            # The common case: facts only added parts; add them in place.
-            _add_parts(new, key, self.queue_buckets, self.agent_buckets, set(), set())
-        else:
-            # Something already counted changed: rebuild every touched bucket from its legs.
-            self._rebuild(old_q | new_q, old_a | new_a)
-        self.dirty_queue |= new_q | old_q
-        self.dirty_agent |= new_a | old_a
-        if late:
-            self.restated |= new_q | old_q
+        """Move the buckets from the leg's old contribution to its new one, part by part.
 
-    def _rebuild(self, qkeys: set[QKey], akeys: set[AKey]) -> None:
-        for k in qkeys:
-            self.queue_buckets[k] = Counters()
-        for ak in akeys:
-            self.agent_buckets[ak] = AgentCounters()
-        legs: set[LegKey] = set()
-        for k in qkeys:
-            legs |= self._queue_index.get(k, set())
-        for ak in akeys:
-            legs |= self._agent_index.get(ak, set())
-        for leg_key in legs:
-            leg = self.legs[leg_key]
-            _add_parts(
-                leg.contribution, leg_key, self.queue_buckets, self.agent_buckets, qkeys, akeys
-            )
+        Counts and sums are exact under subtraction; a maximum is not, so when a wait that
+        was a bucket's maximum is taken away the maximum is recomputed from the legs.
+        """
+        tenant, _, queue, _ = key
+        for index in range(4):
+            before, after = old[index], new[index]
+            if before == after:
+                continue
+            for part, sign in ((before, -1), (after, 1)):
+                if part is None:
+                    continue
+                qk, ak = part_keys(tenant, queue, index, part)
+                c = self.queue_buckets.get(qk)
+                if c is None:
+                    c = self.queue_buckets[qk] = Counters()
+                self.dirty_queue.add(qk)
+                if late:
+                    self.restated.add(qk)
+                ac = None
+                if ak is not None:
+                    ac = self.agent_buckets.get(ak)
+                    if ac is None:
+                        ac = self.agent_buckets[ak] = AgentCounters()
+                    self.dirty_agent.add(ak)
+                if add_part(index, part, c, ac, sign):
+                    outcome: Any = part
+                    self._recompute_max(qk, outcome[1])
+
+    def _recompute_max(self, qk: QKey, kind: int) -> None:
+        """Recompute a bucket's maximum wait of one outcome kind from the legs in memory
+        (by the eviction invariant, every leg that counts in an in-memory bucket is)."""
+        tenant, queue, minute = qk
+        best = 0
+        for (leg_tenant, _, leg_queue, _), leg in self.legs.items():
+            outcome = leg.contribution[OUTCOME_PART]
+            if (
+                outcome is not None
+                and outcome[0] == minute
+                and outcome[1] == kind
+                and leg_queue == queue
+                and leg_tenant == tenant
+                and outcome[2] > best
+            ):
+                best = outcome[2]
+        c = self.queue_buckets[qk]
+        if kind == ANSWERED:
+            c.max_wait_answered_ms = best
+        else:
+            c.max_wait_abandoned_ms = best
 
     def _apply_agent(self, event: AgentStateChanged, occurred_ms: int) -> str:
         tkey = (event.tenant_id, event.agent_id)
@@ -304,10 +296,10 @@ class Centre:
         if span is None:
             return DUPLICATE
         start, end = span
-        for minute in minutes_between(max(start, self.evicted_until_ms), end):
-            ak = (event.tenant_id, event.agent_id, minute)
-            value = timeline.state_time(minute)
-            if value == StateTime() and ak not in self.state_buckets:
+        tenant, agent = event.tenant_id, event.agent_id
+        for minute, value in timeline.state_times(max(start, self.evicted_until_ms), end).items():
+            ak = (tenant, agent, minute)
+            if value == _NO_TIME and ak not in self.state_buckets:
                 continue
             self.state_buckets[ak] = value
             self.dirty_state.add(ak)
@@ -354,8 +346,6 @@ class Centre:
             self.queue_buckets,
             self.agent_buckets,
             self.state_buckets,
-            self._queue_index,
-            self._agent_index,
         ):
             for k in [k for k in mapping if k[2] < until]:
                 del mapping[k]
@@ -390,21 +380,17 @@ class Centre:
             centre.legs[key] = leg
             if leg.waiting:
                 centre.waiting.setdefault((leg.tenant_id, leg.queue_id), set()).add(key)
-            qkeys, akeys = bucket_keys(key, leg.contribution)
-            for k in qkeys:
-                if k[2] >= centre.evicted_until_ms:
-                    centre._queue_index.setdefault(k, set()).add(key)
-            for ak in akeys:
-                if ak[2] >= centre.evicted_until_ms:
-                    centre._agent_index.setdefault(ak, set()).add(key)
-        centre._rebuild(set(centre._queue_index), set(centre._agent_index))
+            centre._restate(
+                key, NO_CONTRIBUTION, _in_memory(leg.contribution, cp.evicted_until_ms), False
+            )
+        centre.clear_dirty()
         for timeline in cp.timelines:
             centre.timelines[(timeline.tenant_id, timeline.agent_id)] = timeline
             if timeline.changes:
                 first = max(timeline.changes[0].at, centre.evicted_until_ms)
-                for minute in minutes_between(first, timeline.changes[-1].at):
-                    value = timeline.state_time(minute)
-                    if value != StateTime():
+                times = timeline.state_times(first, timeline.changes[-1].at)
+                for minute, value in times.items():
+                    if value != _NO_TIME:
                         centre.state_buckets[(timeline.tenant_id, timeline.agent_id, minute)] = (
                             value
                         )
@@ -422,6 +408,13 @@ class Checkpoint(msgspec.Struct, kw_only=True):
 _checkpoint_encoder: Final = msgspec.msgpack.Encoder()
 _checkpoint_decoder: Final = msgspec.msgpack.Decoder(Checkpoint)
 _leg_decoder: Final = msgspec.msgpack.Decoder(Leg)
+
+
+def _in_memory(contribution: Contribution, evicted_until_ms: int) -> Contribution:
+    """The parts of a contribution whose buckets are still held in memory."""
+    return tuple(  # type: ignore[return-value]
+        None if part is None or part[0] < evicted_until_ms else part for part in contribution
+    )
 
 
 def _copy(leg: Leg) -> Leg:

@@ -65,7 +65,7 @@ def _empty_hist() -> list[int]:
     return [0] * HIST_BINS
 
 
-class Counters(msgspec.Struct, kw_only=True):
+class Counters(msgspec.Struct, kw_only=True, gc=False):
     """Components of one (tenant, queue, 1-minute UTC bucket). Sums of durations in ms.
 
     Attribution: `offered` counts at the leg's queue entry; answered/abandoned/flowed-out
@@ -124,7 +124,7 @@ def merged(buckets: list[Counters]) -> Counters:
     return total
 
 
-class AgentCounters(msgspec.Struct, kw_only=True):
+class AgentCounters(msgspec.Struct, kw_only=True, gc=False):
     """Handle-time components of one (tenant, agent, 1-minute UTC bucket), ms.
 
     Same attribution as `Counters`: answered at the answer, handle time at the end of
@@ -150,7 +150,7 @@ class AgentCounters(msgspec.Struct, kw_only=True):
 AGENT_STATES: Final = ("available", "on_call", "wrapup", "aux", "offline")
 
 
-class StateTime(msgspec.Struct, kw_only=True):
+class StateTime(msgspec.Struct, kw_only=True, gc=False):
     """Milliseconds one agent spent in each state inside one 1-minute UTC bucket."""
 
     available_ms: int = 0

@@ -19,6 +19,7 @@ and durations are then a pure function of those facts. Rules for impossible sequ
 
 from __future__ import annotations
 
+from bisect import insort
 from typing import Final
 
 import msgspec
@@ -28,7 +29,6 @@ from .events import (
     CallAnswered,
     CallEnded,
     CallFlowedOut,
-    CallHoldEnded,
     CallHoldStarted,
     CallLegEvent,
     CallQueued,
@@ -40,6 +40,10 @@ MINUTE_MS: Final = 60_000
 
 LegKey = tuple[str, str, str, int]
 """(tenant_id, call_id, queue_id, visit)"""
+
+NOTHING: Final = 0
+QUEUE_FACTS: Final = 1
+HANDLE_FACTS: Final = 2
 
 ANSWERED: Final = 0
 ABANDONED: Final = 1
@@ -64,7 +68,7 @@ def at_ms(event: CallLegEvent) -> int:
     return int(event.occurred_at.timestamp() * 1000)
 
 
-class Fact(msgspec.Struct, array_like=True):
+class Fact(msgspec.Struct, array_like=True, gc=False):
     """One established instant, with the event id that established it (for ties)."""
 
     at: int
@@ -75,7 +79,7 @@ class Fact(msgspec.Struct, array_like=True):
         return (self.at, self.event_id) < (other.at, other.event_id)
 
 
-class Leg(msgspec.Struct, kw_only=True):
+class Leg(msgspec.Struct, kw_only=True, gc=False):
     """Facts of one leg; mutated only by `apply`."""
 
     tenant_id: str
@@ -103,42 +107,38 @@ class Leg(msgspec.Struct, kw_only=True):
     def key(self) -> LegKey:
         return (self.tenant_id, self.call_id, self.queue_id, self.visit)
 
-    def apply(self, event: CallLegEvent, occurred_ms: int) -> bool:
-        """Fold one event into the facts; False if it was a duplicate (same event id)."""
+    def apply(self, event: CallLegEvent, occurred_ms: int) -> int:
+        """Fold one event into the facts. Returns what may have changed: NOTHING (a
+        duplicate event id, or a repeated fact that lost to the one already kept),
+        QUEUE_FACTS (the queue outcome, waiting, offered) or HANDLE_FACTS (handle time)."""
         if event.event_id in self.seen:
-            return False
+            return NOTHING
         self.seen.append(event.event_id)
         if occurred_ms > self.last_at:
             self.last_at = occurred_ms
         if occurred_ms < self.first_at:
             self.first_at = occurred_ms
+        kind = type(event)
+        name = _FACT_OF.get(kind)
+        if name is None:  # hold start or end
+            if kind is CallHoldStarted:
+                insort(self.hold_starts, occurred_ms)
+            else:
+                insort(self.hold_ends, occurred_ms)
+            return HANDLE_FACTS
         fact = Fact(occurred_ms, event.event_id)
-        if isinstance(event, CallQueued):
-            if self._keep("queued", fact):
-                self.priority = event.priority
-                self.caller_key = event.caller_key
-        elif isinstance(event, CallAnswered):
-            fact.detail = event.agent_id
-            self._keep("answered", fact)
-        elif isinstance(event, CallAbandoned):
-            self._keep("abandoned", fact)
-        elif isinstance(event, CallFlowedOut):
-            fact.detail = event.reason
-            self._keep("flowed_out", fact)
-        elif isinstance(event, CallTransferred):
-            fact.detail = event.to_queue_id or event.to_agent_id or ""
-            self._keep("transferred", fact)
-        elif isinstance(event, CallHoldStarted):
-            self.hold_starts.append(occurred_ms)
-            self.hold_starts.sort()
-        elif isinstance(event, CallHoldEnded):
-            self.hold_ends.append(occurred_ms)
-            self.hold_ends.sort()
-        elif isinstance(event, CallEnded):
-            self._keep("ended", fact)
-        elif isinstance(event, CallWrapupEnded):
-            self._keep("wrapup_ended", fact)
-        return True
+        if kind is CallAnswered:
+            fact.detail = event.agent_id  # type: ignore[attr-defined]
+        elif kind is CallFlowedOut:
+            fact.detail = event.reason  # type: ignore[attr-defined]
+        elif kind is CallTransferred:
+            fact.detail = event.to_queue_id or event.to_agent_id or ""  # type: ignore[attr-defined]
+        if not self._keep(name, fact):
+            return NOTHING
+        if kind is CallQueued:
+            self.priority = event.priority  # type: ignore[attr-defined]
+            self.caller_key = event.caller_key  # type: ignore[attr-defined]
+        return HANDLE_FACTS if name in ("ended", "wrapup_ended") else QUEUE_FACTS
 
     def _keep(self, name: str, fact: Fact) -> bool:
         current: Fact | None = getattr(self, name)
@@ -155,11 +155,14 @@ class Leg(msgspec.Struct, kw_only=True):
         """(ANSWERED|ABANDONED|FLOWED_OUT, fact) of the leg's queue outcome, if it has one."""
         if self.answered is not None:
             return ANSWERED, self.answered
+        abandoned, flowed_out, transferred = self.abandoned, self.flowed_out, self.transferred
+        if flowed_out is None and transferred is None:
+            return None if abandoned is None else (ABANDONED, abandoned)
         best: tuple[int, int, Fact] | None = None
         for rank, kind, fact in (
-            (0, ABANDONED, self.abandoned),
-            (1, FLOWED_OUT, self.flowed_out),
-            (2, FLOWED_OUT, self.transferred),
+            (0, ABANDONED, abandoned),
+            (1, FLOWED_OUT, flowed_out),
+            (2, FLOWED_OUT, transferred),
         ):
             if fact is not None and (best is None or (fact.at, rank) < (best[2].at, best[0])):
                 best = (rank, kind, fact)
@@ -168,7 +171,13 @@ class Leg(msgspec.Struct, kw_only=True):
     @property
     def waiting(self) -> bool:
         """Queued and not yet answered, abandoned, flowed out or transferred."""
-        return self.queued is not None and self.queue_ending() is None
+        return (
+            self.queued is not None
+            and self.answered is None
+            and self.abandoned is None
+            and self.flowed_out is None
+            and self.transferred is None
+        )
 
     def flow_out_reason(self) -> str | None:
         ending = self.queue_ending()
@@ -203,13 +212,19 @@ class Leg(msgspec.Struct, kw_only=True):
         outcome: Outcome | None = None
         handle: Handle | None = None
         transfer: Transfer | None = None
-        if self.queued is not None:
-            offered = (minute_of(self.queued.at),)
+        queued = self.queued
+        if queued is not None:
+            offered = (queued.at - queued.at % MINUTE_MS,)
             ending = self.queue_ending()
             if ending is not None:
                 kind, fact = ending
-                wait = max(0, fact.at - self.queued.at)
-                outcome = (minute_of(fact.at), kind, wait, fact.detail if kind == ANSWERED else "")
+                wait = fact.at - queued.at
+                outcome = (
+                    fact.at - fact.at % MINUTE_MS,
+                    kind,
+                    wait if wait > 0 else 0,
+                    fact.detail if kind == ANSWERED else "",
+                )
         answered = self.answered
         if answered is not None:
             if self.transferred is not None:
@@ -218,7 +233,7 @@ class Leg(msgspec.Struct, kw_only=True):
                 talk_end = self.talk_end()
                 assert talk_end is not None
                 talk_end = max(talk_end, answered.at)
-                hold = self.hold_ms(answered.at, talk_end)
+                hold = self.hold_ms(answered.at, talk_end) if self.hold_starts else 0
                 talk = talk_end - answered.at - hold
                 wrap = max(0, self.wrapup_ended.at - talk_end)
                 handle = (minute_of(self.wrapup_ended.at), answered.detail, talk, hold, wrap)
@@ -251,6 +266,17 @@ class Leg(msgspec.Struct, kw_only=True):
         if ending is None:
             return False
         return ending[0] != ANSWERED or self.wrapup_ended is not None
+
+
+_FACT_OF: Final[dict[type, str]] = {
+    CallQueued: "queued",
+    CallAnswered: "answered",
+    CallAbandoned: "abandoned",
+    CallFlowedOut: "flowed_out",
+    CallTransferred: "transferred",
+    CallEnded: "ended",
+    CallWrapupEnded: "wrapup_ended",
+}
 
 
 def new_leg(event: CallLegEvent) -> Leg:
