@@ -10,7 +10,11 @@ from collections.abc import Sequence
 
 # Each module has `register(subparsers)`, which adds its parser(s) and sets `handler`.
 # Modules import their heavy dependencies inside the handler, so `--help` stays fast.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "services.embedded.command",
+    "services.simulator.command",
+    "services.ingest.importers.command",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,4 +50,8 @@ class CliError(Exception):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m services.cli` this module is `__main__`; run the `services.cli` copy so
+    # that the CliError subcommands raise is the one `main` catches.
+    from services.cli import main as package_main
+
+    sys.exit(package_main())

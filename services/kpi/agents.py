@@ -59,9 +59,9 @@ class Timeline(msgspec.Struct, kw_only=True):
         """Time in each state per minute for the minutes touched by [start, end], from the
         closed segments only (the segment after the last change is open and is added at
         read time). Every touched minute is in the result, empty or not."""
-        first = minute_of(start)
-        result = {m: StateTime() for m in range(first, max(first, end) + 1, MINUTE_MS)}
-        lo, hi = first, max(first, end) + MINUTE_MS
+        first, last = minute_of(start), minute_of(max(start, end))
+        result = {m: StateTime() for m in range(first, last + 1, MINUTE_MS)}
+        lo, hi = first, last + MINUTE_MS
         changes = self.changes
         i = max(0, bisect_left([c.at for c in changes], lo) - 1)
         for before, after in pairwise(changes[i:]):

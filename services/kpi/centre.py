@@ -144,6 +144,8 @@ class Centre:
         self.dirty_queue: set[QKey] = set()
         self.dirty_agent: set[AKey] = set()
         self.dirty_state: set[AKey] = set()
+        self.dirty_legs: set[LegKey] = set()
+        self.dirty_agents: set[tuple[str, str]] = set()
         self.restated: set[QKey] = set()
         self.max_seen_ms: int = 0
         # Buckets before this minute were evicted (they live on in the store only).
@@ -196,6 +198,7 @@ class Centre:
         changed = leg.apply(event, occurred_ms)
         if changed == NOTHING:
             return APPLIED if leg.seen[-1] == event.event_id else DUPLICATE
+        self.dirty_legs.add(key)
         if changed == HANDLE_FACTS and leg.wrapup_ended is None:
             return APPLIED  # talk and hold only count once wrap-up has ended
         old = leg.contribution
@@ -295,6 +298,7 @@ class Centre:
         span = timeline.insert(change)
         if span is None:
             return DUPLICATE
+        self.dirty_agents.add(tkey)
         start, end = span
         tenant, agent = event.tenant_id, event.agent_id
         for minute, value in timeline.state_times(max(start, self.evicted_until_ms), end).items():
@@ -311,6 +315,8 @@ class Centre:
         self.dirty_queue.clear()
         self.dirty_agent.clear()
         self.dirty_state.clear()
+        self.dirty_legs.clear()
+        self.dirty_agents.clear()
         self.restated.clear()
 
     def waiting_legs(self, tenant_id: str, queue_id: str) -> Iterable[Leg]:

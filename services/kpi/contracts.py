@@ -29,6 +29,7 @@ class Contract(msgspec.Struct, kw_only=True, frozen=True):
     """One version of a client queue's SLA contract, in force from `effective_from_ms`.
 
     `queue_id` None is the tenant's default. `inclusive` True means "within T" is `<= T`.
+    Version 0 is the built-in default used where a tenant has no contract.
     """
 
     tenant_id: str
@@ -54,8 +55,8 @@ class Contract(msgspec.Struct, kw_only=True, frozen=True):
             raise ContractError("short_abandon_s: must not exceed threshold_s")
         if not 0 <= self.target_pct <= 100:
             raise ContractError("target_pct: must be between 0 and 100")
-        if self.version < 1:
-            raise ContractError("version: must be 1 or more")
+        if self.version < 0:
+            raise ContractError("version: must be 0 (built-in default) or more")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -204,7 +205,10 @@ def wait_percentile_upper_s(hist: list[int], fraction: float) -> int | None:
 
 
 def contract_at(contracts: list[Contract], queue_id: str, at_ms: int) -> Contract | None:
-    """The contract in force for a queue at an instant: the queue's own, else the tenant's."""
+    """The contract in force for a queue at an instant: the queue's own, else the tenant's.
+
+    Among several in force, the latest `effective_from_ms` wins, then the highest version.
+    """
     best: Contract | None = None
     for c in contracts:
         if c.effective_from_ms > at_ms or c.queue_id not in (queue_id, None):

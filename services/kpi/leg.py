@@ -34,6 +34,7 @@ from .events import (
     CallQueued,
     CallTransferred,
     CallWrapupEnded,
+    Envelope,
 )
 
 MINUTE_MS: Final = 60_000
@@ -63,7 +64,7 @@ def minute_of(at_ms: int) -> int:
     return at_ms - at_ms % MINUTE_MS
 
 
-def at_ms(event: CallLegEvent) -> int:
+def at_ms(event: Envelope) -> int:
     """The event's source instant in integer milliseconds since the epoch."""
     return int(event.occurred_at.timestamp() * 1000)
 

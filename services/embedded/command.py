@@ -1,0 +1,113 @@
+"""`callpulse run` and `callpulse keys`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from ..cli import CliError
+
+
+def register(subparsers: Any) -> None:
+    run = subparsers.add_parser(
+        "run", help="run the whole product in one process (embedded, no external service)"
+    )
+    run.add_argument("--simulate", action="store_true", help="add a simulated call centre")
+    run.add_argument("--data-dir", type=Path, help="where the log and store live (./data)")
+    run.add_argument("--host", help="address to listen on (127.0.0.1)")
+    run.add_argument("--port", type=int, help="port to listen on (8000)")
+    run.set_defaults(handler=_run)
+
+    keys = subparsers.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it (shown once)")
+    create.add_argument("--tenant", help="the tenant the key is scoped to (omit for admin)")
+    create.add_argument(
+        "--role", required=True, choices=["admin", "client", "teamlead", "wallboard", "ingest"]
+    )
+    create.add_argument("--label", default="", help="a note: who or what uses the key")
+    create.add_argument("--expires-in-days", type=float, help="expiry (default: never)")
+    create.add_argument("--data-dir", type=Path)
+    create.set_defaults(handler=_keys_create)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    revoke.add_argument("--data-dir", type=Path)
+    revoke.set_defaults(handler=_keys_revoke)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from .settings import EmbeddedSettings
+
+    overrides = {
+        name: value
+        for name in ("data_dir", "host", "port")
+        if (value := getattr(args, name, None)) is not None
+    }
+    return EmbeddedSettings(**overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..kpi.contracts import Contract
+    from ..store.keys import new_key
+    from .runtime import Embedded, demo_traffic
+
+    settings = _settings(args)
+    embedded = Embedded(settings)
+    traffic = None
+    if args.simulate:
+        for tenant, tz in (
+            ("acme-insurance", "Europe/London"),
+            ("globex-telecom", "America/New_York"),
+        ):
+            if not embedded.store.contracts(tenant):
+                embedded.store.put_contract(Contract(tenant_id=tenant, timezone=tz, version=1))
+        token, record = new_key(None, "admin", "demo (run --simulate)", int(time.time() * 1000))
+        embedded.store.put_key(record)
+        base = f"http://{settings.host}:{settings.port}"
+        print("CallPulse is running with a simulated call centre.")
+        print(f"  admin key (shown once): {token}")
+        print(f"  live queues: curl -H 'Authorization: Bearer {token}' "
+              f"'{base}/v1/queues?tenant=acme-insurance'")  # fmt: skip
+        print(f"  API docs:    {base}/docs")
+        print(f"  metrics:     {base}/metrics")
+        traffic = demo_traffic()
+    else:
+        print(f"CallPulse listening on http://{settings.host}:{settings.port} "
+              f"(data in {settings.data_dir})")  # fmt: skip
+    asyncio.run(embedded.serve(traffic))
+    return 1 if embedded.failed else 0
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from ..store.keys import new_key
+    from .runtime import open_store
+
+    now = int(time.time() * 1000)
+    expires = None if args.expires_in_days is None else now + int(args.expires_in_days * 86_400_000)
+    try:
+        token, record = new_key(args.tenant, args.role, args.label, now, expires)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    store = open_store(_settings(args))
+    store.put_key(record)
+    store.close()
+    print(token)
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from .runtime import open_store
+
+    store = open_store(_settings(args))
+    record = store.get_key(args.key_id)
+    if record is None:
+        raise CliError(f"no key with id {args.key_id!r}")
+    store.put_key(msgspec.structs.replace(record, revoked_at_ms=int(time.time() * 1000)))
+    store.close()
+    print(f"revoked {args.key_id}")
+    return 0

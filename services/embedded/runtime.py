@@ -1,0 +1,142 @@
+"""`callpulse run`: ingest, aggregation and the API in one asyncio process, no external service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from ..aggregator.embedded import AggregatorConfig, EmbeddedAggregator
+from ..aggregator.metrics import AggregatorMetrics
+from ..api.app import ApiConfig, create_app
+from ..bus.sqlite_log import EventLog
+from ..kpi.centre import Settings as CoreSettings
+from ..kpi.events import Event
+from ..store.sqlite import SqliteStore
+from .backend import EmbeddedBackend
+from .settings import EmbeddedSettings
+
+log = logging.getLogger(__name__)
+
+DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "demo.toml"
+
+
+def caller_secret(settings: EmbeddedSettings) -> bytes:
+    """The caller-key HMAC secret: from settings, else one generated once per data dir."""
+    if settings.caller_key_secret is not None:
+        return settings.caller_key_secret.get_secret_value().encode()
+    path = settings.data_dir / "caller-key.secret"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def open_store(settings: EmbeddedSettings) -> SqliteStore:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(settings.data_dir / "store.db")
+
+
+class Embedded:
+    """The wired parts of one embedded process."""
+
+    def __init__(self, settings: EmbeddedSettings) -> None:
+        self.settings = settings
+        self.failed = False
+        self.store = open_store(settings)
+        self.log = EventLog(settings.data_dir / "log.db")
+        self.registry = CollectorRegistry()
+        core = CoreSettings(
+            allowed_lateness_ms=settings.allowed_lateness_s * 1000,
+            correction_horizon_ms=settings.correction_horizon_s * 1000,
+        )
+        self.aggregator = EmbeddedAggregator(
+            self.log,
+            self.store,
+            AggregatorConfig(
+                core=core,
+                flush_interval_s=settings.flush_interval_ms / 1000,
+                checkpoint_interval_s=settings.checkpoint_interval_s,
+            ),
+            AggregatorMetrics(self.registry),
+        )
+        self.backend = EmbeddedBackend(
+            self.log, self.store, self.aggregator, settings.stale_after_s
+        )
+        self.app = create_app(
+            self.backend,
+            ApiConfig(
+                max_body_bytes=settings.max_body_bytes,
+                max_events_per_request=settings.max_events_per_request,
+                caller_key_secret=caller_secret(settings),
+                stale_after_s=settings.stale_after_s,
+            ),
+            self.registry,
+        )
+
+    async def serve(self, traffic: Iterator[Event] | None = None) -> None:
+        """Run until SIGINT/SIGTERM; the aggregator checkpoints on the way out."""
+        server = uvicorn.Server(
+            uvicorn.Config(
+                self.app, host=self.settings.host, port=self.settings.port,
+                log_level="warning", access_log=False,
+            )
+        )  # fmt: skip
+        aggregating = asyncio.create_task(self.aggregator.run(), name="aggregator")
+        feeding = None
+        if traffic is not None:
+            feeding = asyncio.create_task(self.feed(traffic), name="simulator")
+
+        def stop_on_failure(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s failed; shutting down", task.get_name(), exc_info=task.exception())
+                self.failed = True
+                server.should_exit = True
+
+        for task in (aggregating, feeding):
+            if task is not None:
+                task.add_done_callback(stop_on_failure)
+        try:
+            await server.serve()
+        finally:
+            for task in (feeding, aggregating):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            self.store.close()
+            self.log.close()
+
+    async def feed(self, traffic: Iterator[Event]) -> None:
+        """Ingest simulated events as their instants come; past ones at once."""
+        batch: list[Event] = []
+        for event in traffic:
+            delay = event.occurred_at.timestamp() - time.time()
+            if delay > 0:
+                if batch:
+                    await self.backend.ingest(batch)
+                    batch = []
+                await asyncio.sleep(delay)
+            batch.append(event)
+            if len(batch) >= 1000:
+                await self.backend.ingest(batch)
+                batch = []
+                await asyncio.sleep(0)
+
+
+def demo_traffic(warm_up: timedelta = timedelta(minutes=45)) -> Iterator[Event]:
+    """The demo scenario from `warm_up` ago onwards, so figures show at once."""
+    from ..simulator.engine import simulate
+    from ..simulator.scenario import load_scenario
+
+    start = datetime.now(UTC).replace(microsecond=0) - warm_up
+    return simulate(load_scenario(DEMO_SCENARIO), seed=int(start.timestamp()), start=start,
+                    duration=timedelta(days=3650))  # fmt: skip
