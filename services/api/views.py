@@ -18,10 +18,12 @@ from ..kpi.contracts import (
     abandon_rate,
     aht_ms,
     asa_ms,
+    ratio,
     service_level,
     transfer_rate,
+    wait_percentile_upper_s,
 )
-from ..kpi.counters import Counters
+from ..kpi.counters import Counters, count_within
 from ..kpi.gauges import QueueGauges
 from ..kpi.windows import from_ms
 
@@ -65,6 +67,10 @@ class WindowView(BaseModel):
     aht_ms: RatioView
     abandon_rate: RatioView
     transfer_rate: RatioView
+    waited: RatioView = Field(description="answered legs that waited at all / answered")
+    wait_p80_upper_s: int | None = Field(
+        description="histogram edge (s) at or below which 80 % of answered waits lie"
+    )
     max_wait_answered_ms: int
     max_wait_abandoned_ms: int
 
@@ -146,6 +152,8 @@ def window_view(name: str, span: tuple[int, int], c: Counters, contract: Contrac
         aht_ms=_ratio(aht_ms(c)),
         abandon_rate=_ratio(abandon_rate(c)),
         transfer_rate=_ratio(transfer_rate(c)),
+        waited=_ratio(ratio(c.answered - count_within(c.hist_answered, 0, True), c.answered)),
+        wait_p80_upper_s=wait_percentile_upper_s(c.hist_answered, 0.8),
         max_wait_answered_ms=c.max_wait_answered_ms,
         max_wait_abandoned_ms=c.max_wait_abandoned_ms,
     )

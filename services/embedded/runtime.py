@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from ..aggregator.embedded import AggregatorConfig, EmbeddedAggregator
 from ..aggregator.metrics import AggregatorMetrics
-from ..api.app import ApiConfig, create_app
+from ..api.app import create_app
+from ..api.deps import ApiConfig
 from ..bus.sqlite_log import EventLog
 from ..kpi.centre import Settings as CoreSettings
 from ..kpi.events import Event

@@ -14,7 +14,9 @@ from typing import Final
 import msgspec
 
 #: Histogram edges in seconds. SLA thresholds and short-abandon thresholds must be one of these.
+#: Edge 0 separates legs answered without any wait (P(wait) = 1 - count_within(0, <=) / A).
 WAIT_EDGES_S: Final[tuple[int, ...]] = (
+    0,
     1,
     2,
     3,
