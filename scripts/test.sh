@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the suite uses; installed only when missing.
+# System packages the suite uses, each with a file that shows it is there; installed only
+# when missing (one `apt-get update` first).
 need=()
-[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+want() { [ -e "$2" ] || need+=("$1"); }
+want postgresql-15 /usr/lib/postgresql/15/bin/initdb
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
