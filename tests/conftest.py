@@ -106,9 +106,12 @@ class Process:
         raise AssertionError("callpulse run did not come up")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=20)
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+                self.proc.wait(timeout=20)
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
         self.proc = None
 
     def wait_caught_up(self, timeout: float = 60) -> None:

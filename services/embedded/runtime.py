@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,6 +45,23 @@ def caller_secret(settings: EmbeddedSettings) -> bytes:
 def open_store(settings: EmbeddedSettings) -> SqliteStore:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return SqliteStore(settings.data_dir / "store.db")
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn re-raises a captured SIGTERM/SIGINT once serving stops, which would end the
+    process before the aggregator's last checkpoint; here the signal only stops serving and
+    `Embedded.serve` shuts the rest down in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
 
 class Embedded:
@@ -85,7 +103,7 @@ class Embedded:
 
     async def serve(self, traffic: Iterator[Event] | None = None) -> None:
         """Run until SIGINT/SIGTERM; the aggregator checkpoints on the way out."""
-        server = uvicorn.Server(
+        server = _Server(
             uvicorn.Config(
                 self.app, host=self.settings.host, port=self.settings.port,
                 log_level="warning", access_log=False,
