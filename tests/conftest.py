@@ -92,7 +92,7 @@ class Process:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "--log-level", "WARNING", "run",
              "--data-dir", str(self.data_dir), "--port", str(self.port), *args],
-            cwd=ROOT, env={**os.environ, **(env or {})},
+            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + 20

@@ -51,29 +51,30 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from ..kpi.contracts import Contract
+    from ..simulator.scenario import load_scenario
     from ..store.keys import new_key
-    from .runtime import Embedded, demo_traffic
+    from .runtime import DEMO_SCENARIO, Embedded, demo_traffic
 
     settings = _settings(args)
     embedded = Embedded(settings)
     traffic = None
     if args.simulate:
-        for tenant, tz in (
-            ("acme-insurance", "Europe/London"),
-            ("globex-telecom", "America/New_York"),
-        ):
-            if not embedded.store.contracts(tenant):
-                embedded.store.put_contract(Contract(tenant_id=tenant, timezone=tz, version=1))
+        scenario = load_scenario(DEMO_SCENARIO)
+        for tenant in scenario.tenants:
+            if not embedded.store.contracts(tenant.id):
+                embedded.store.put_contract(
+                    Contract(tenant_id=tenant.id, timezone=tenant.timezone, version=1)
+                )
         token, record = new_key(None, "admin", "demo (run --simulate)", int(time.time() * 1000))
         embedded.store.put_key(record)
         base = f"http://{settings.host}:{settings.port}"
         print("CallPulse is running with a simulated call centre.")
         print(f"  admin key (shown once): {token}")
         print(f"  live queues: curl -H 'Authorization: Bearer {token}' "
-              f"'{base}/v1/queues?tenant=acme-insurance'")  # fmt: skip
+              f"'{base}/v1/queues?tenant={scenario.tenants[0].id}'")  # fmt: skip
         print(f"  API docs:    {base}/docs")
         print(f"  metrics:     {base}/metrics")
-        traffic = demo_traffic()
+        traffic = demo_traffic(scenario)
     else:
         print(f"CallPulse listening on http://{settings.host}:{settings.port} "
               f"(data in {settings.data_dir})")  # fmt: skip

@@ -11,6 +11,7 @@ import time
 from collections.abc import Generator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -25,6 +26,9 @@ from ..kpi.events import Event
 from ..store.sqlite import SqliteStore
 from .backend import EmbeddedBackend
 from .settings import EmbeddedSettings
+
+if TYPE_CHECKING:
+    from ..simulator.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +155,10 @@ class Embedded:
                 await asyncio.sleep(0)
 
 
-def demo_traffic(warm_up: timedelta = timedelta(minutes=45)) -> Iterator[Event]:
-    """The demo scenario from `warm_up` ago onwards, so figures show at once."""
+def demo_traffic(scenario: Scenario, warm_up: timedelta = timedelta(hours=2)) -> Iterator[Event]:
+    """A scenario from `warm_up` ago onwards, so figures show at once."""
     from ..simulator.engine import simulate
-    from ..simulator.scenario import load_scenario
 
     start = datetime.now(UTC).replace(microsecond=0) - warm_up
-    return simulate(load_scenario(DEMO_SCENARIO), seed=int(start.timestamp()), start=start,
+    return simulate(scenario, seed=int(start.timestamp()), start=start,
                     duration=timedelta(days=3650))  # fmt: skip
