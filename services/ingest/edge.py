@@ -2,7 +2,8 @@
 
 Shared by the embedded and the Kafka ingest. Rules: an event of another tenant than the
 key's is rejected (admin keys may send any tenant); a `caller_key` never passes in clear,
-it is replaced by HMAC-SHA256 under a per-tenant key derived from the caller-key secret.
+it is replaced by HMAC-SHA256 under a per-tenant key derived from the caller-key secret
+(see `pseudonym`; an importer may already have keyed it, and keying a key is harmless).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hmac
 import msgspec
 
 from ..kpi.events import CallQueued, Event, EventError, decode_event, split_batch
+from .pseudonym import caller_key
 
 
 def tenant_caller_key(secret: bytes, tenant_id: str) -> bytes:
@@ -52,8 +54,9 @@ def prepare(
             )
         else:
             if isinstance(event, CallQueued) and event.caller_key is not None:
+                tenant_secret = tenant_caller_key(caller_secret, event.tenant_id)
                 event = msgspec.structs.replace(
-                    event, caller_key=hash_caller(caller_secret, event.tenant_id, event.caller_key)
+                    event, caller_key=caller_key(tenant_secret, event.caller_key)
                 )
             events.append(event)
     return events, errors

@@ -5,7 +5,7 @@ Each importer is a generator over source lines that yields validated wire events
 reason, and what it used under a documented rule. Mapping rules live in each module's
 docstring: `anonymous_bank` (Technion per-call TSV), `asterisk` (queue_log, pipe or CSV
 export), `ndjson` (our own events, with replay timing). `tail` follows a live file across
-rotation, `sink` writes NDJSON or posts to the ingest API, `pseudonym` keys caller numbers.
+rotation, `sink` writes NDJSON or posts to the ingest API, `..pseudonym` keys caller numbers.
 """
 
 from __future__ import annotations

@@ -84,8 +84,8 @@ from services.kpi.events import (
     Event,
 )
 
+from ..pseudonym import caller_key
 from .envelope import LegEventT, leg_event, stable_id, validated
-from .pseudonym import caller_key
 from .summary import ImporterError, ImportSummary
 
 logger = logging.getLogger(__name__)

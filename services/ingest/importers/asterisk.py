@@ -92,8 +92,8 @@ from services.kpi.events import (
     FlowOutReason,
 )
 
+from ..pseudonym import caller_key
 from .envelope import LegEventT, leg_event, stable_id, validated
-from .pseudonym import caller_key
 from .summary import ImporterError, ImportSummary
 
 logger = logging.getLogger(__name__)
