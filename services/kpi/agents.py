@@ -8,7 +8,7 @@ from itertools import pairwise
 import msgspec
 
 from .contracts import Ratio, ratio
-from .counters import AgentCounters, StateTime
+from .counters import STATE_FIELD, AgentCounters, StateTime
 from .leg import MINUTE_MS, minute_of
 
 
@@ -60,19 +60,26 @@ class Timeline(msgspec.Struct, kw_only=True):
         closed segments only (the segment after the last change is open and is added at
         read time). Every touched minute is in the result, empty or not."""
         first, last = minute_of(start), minute_of(max(start, end))
-        result = {m: StateTime() for m in range(first, last + 1, MINUTE_MS)}
         lo, hi = first, last + MINUTE_MS
+        result: dict[int, StateTime] = {}
         changes = self.changes
-        i = max(0, bisect_left([c.at for c in changes], lo) - 1)
+        i = max(0, bisect_left(changes, lo, key=_at) - 1)
         for before, after in pairwise(changes[i:]):
             if before.at >= hi:
                 break
             seg_lo, seg_hi = max(before.at, lo), min(after.at, hi)
+            field = STATE_FIELD[before.state]
             while seg_lo < seg_hi:
-                minute = minute_of(seg_lo)
+                minute = seg_lo - seg_lo % MINUTE_MS
                 piece = min(seg_hi, minute + MINUTE_MS) - seg_lo
-                result[minute].add(before.state, piece)
+                bucket = result.get(minute)
+                if bucket is None:
+                    bucket = result[minute] = StateTime()
+                setattr(bucket, field, getattr(bucket, field) + piece)
                 seg_lo += piece
+        for minute in range(first, hi, MINUTE_MS):
+            if minute not in result:
+                result[minute] = StateTime()
         return result
 
     def state_time(self, minute: int) -> StateTime:
@@ -95,6 +102,10 @@ class Timeline(msgspec.Struct, kw_only=True):
                 keep_from = i
         if keep_from:
             del self.changes[:keep_from]
+
+
+def _at(change: Change) -> int:
+    return change.at
 
 
 def minutes_between(start: int, end: int) -> range:

@@ -150,6 +150,7 @@ class AgentCounters(msgspec.Struct, kw_only=True, gc=False):
 
 
 AGENT_STATES: Final = ("available", "on_call", "wrapup", "aux", "offline")
+STATE_FIELD: Final = {state: f"{state}_ms" for state in AGENT_STATES}
 
 
 class StateTime(msgspec.Struct, kw_only=True, gc=False):
@@ -169,4 +170,5 @@ class StateTime(msgspec.Struct, kw_only=True, gc=False):
         self.offline_ms += other.offline_ms
 
     def add(self, state: str, ms: int) -> None:
-        setattr(self, f"{state}_ms", getattr(self, f"{state}_ms") + ms)
+        field = STATE_FIELD[state]
+        setattr(self, field, getattr(self, field) + ms)
