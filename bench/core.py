@@ -1,6 +1,6 @@
 """Micro-benchmark: the core's cost per event next to decoding the same bytes.
 
-Run: .venv/bin/python -m bench.core [--legs N] [--repeat R]
+Run: .venv/bin/python -m bench.core [--hours H] [--repeat R]
 Prints, for one realistic event mix measured in the same run: json.loads per event,
 msgspec decode+validate per event, and Centre.apply per event (already decoded), each as the
 median of R repeats with min/max, and the ratio core / json.loads (target <= 1).
@@ -10,77 +10,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-
-import msgspec
+from pathlib import Path
 
 from services.kpi.centre import Centre
-from services.kpi.events import SCHEMA_VERSION, decode_event
+from services.kpi.events import decode_event, encode_event
 from services.kpi.leg import at_ms
+from services.simulator.engine import simulate
+from services.simulator.scenario import load_scenario
 
 
-def event_mix(legs: int, seed: int = 1) -> list[bytes]:
-    """A realistic stream: per leg queued, answered or abandoned, sometimes hold, end,
-    wrap-up; agent state changes in between; time-ordered, as JSON bytes."""
-    rng = random.Random(seed)
-    t0 = datetime(2026, 11, 23, 8, tzinfo=UTC)
-    out: list[tuple[float, dict[str, object]]] = []
-    n = 0
-
-    def add(t: float, kind: str, tenant: str, **fields: object) -> None:
-        nonlocal n
-        n += 1
-        out.append(
-            (
-                t,
-                {
-                    "schema_version": SCHEMA_VERSION,
-                    "event_id": f"bench-{n}",
-                    "event_type": kind,
-                    "occurred_at": (t0 + timedelta(seconds=t)).isoformat(),
-                    "tenant_id": tenant,
-                    "source": "bench",
-                    **fields,
-                },
-            )
-        )
-
-    for leg in range(legs):
-        t = leg * 0.5
-        call: dict[str, object] = {
-            "tenant": f"tenant-{leg % 3}",
-            "call_id": f"call-{leg}",
-            "queue_id": f"queue-{leg % 12}",
-        }
-        agent = f"agent-{rng.randrange(200)}"
-        add(t, "call.queued", priority=rng.randrange(3), **call)
-        t += rng.expovariate(1 / 20)
-        if rng.random() < 0.08:
-            add(t, "call.abandoned", **call)
-            continue
-        add(t, "call.answered", agent_id=agent, **call)
-        if rng.random() < 0.2:
-            add(t + 30, "call.hold_started", **call)
-            add(t + 60, "call.hold_ended", **call)
-        t += rng.expovariate(1 / 180) + 60
-        add(t, "call.ended", **call)
-        add(t + rng.expovariate(1 / 30), "call.wrapup_ended", **call)
-        if rng.random() < 0.3:
-            add(
-                t,
-                "agent.state_changed",
-                tenant=call["tenant"],
-                agent_id=agent,
-                team_id="team-1",
-                state="wrapup",
-                queues=[call["queue_id"]],
-            )
-    out.sort(key=lambda pair: pair[0])
-    return [msgspec.json.encode(body) for _, body in out]
+def event_mix(hours: float, seed: int = 1) -> list[bytes]:
+    """A realistic stream: the simulator's large centre (five tenants, 450 agents, holds,
+    transfers, abandons, agent state changes around every call), as wire JSON bytes."""
+    scenario = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / "large.toml")
+    start = datetime(2026, 11, 23, 8, tzinfo=UTC)
+    return [encode_event(e) for e in simulate(scenario, seed, start, timedelta(hours=hours))]
 
 
 def per_event_us(fn: Callable[[], None], count: int, repeat: int) -> list[float]:
@@ -94,10 +42,10 @@ def per_event_us(fn: Callable[[], None], count: int, repeat: int) -> list[float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--legs", type=int, default=20_000)
+    parser.add_argument("--hours", type=float, default=3.0, help="simulated hours of traffic")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    raw = event_mix(args.legs)
+    raw = event_mix(args.hours)
     events = [decode_event(b) for b in raw]
     stamps = [at_ms(e) for e in events]  # type: ignore[arg-type]
 

@@ -31,14 +31,13 @@ class Timeline(msgspec.Struct, kw_only=True):
     changes: list[Change] = []
 
     def insert(self, change: Change) -> tuple[int, int] | None:
-        """Add a change; returns the span (ms) whose time in state it altered, or None
-        when the same event id was already there."""
+        """Add a change; returns the span (ms) whose time in state it altered, or None for
+        a duplicate (the same event id at the same instant: changes sort by instant, then
+        id, so a re-sent change lands on its twin)."""
         changes = self.changes
         i = bisect_left(changes, change)
         if i < len(changes) and changes[i].event_id == change.event_id:
             return None
-        if any(c.event_id == change.event_id for c in changes[max(0, i - 8) : i + 8]):
-            return None  # the same id re-sent with another instant: the first one stands
         changes.insert(i, change)
         start = changes[i - 1].at if i > 0 else change.at
         end = changes[i + 1].at if i + 1 < len(changes) else change.at
