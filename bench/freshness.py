@@ -1,7 +1,7 @@
 """Freshness of the embedded mode: POST /v1/events returning -> the change visible on the live
 endpoint, p50/p95/p99, while a large simulated centre loads the same process.
 
-Run: .venv/bin/python -m bench.freshness [--probes 200] [--speed 20]
+Run: .venv/bin/python -m bench.freshness [--probes 200] [--speed 20] (also part of bench.run)
 Starts `callpulse run` in a temporary data dir, feeds scenarios/large.toml at `--speed` times
 real time from a second thread, and probes with a call queued on a probe queue: the time
 from the POST's 202 until `calls_waiting` of that queue shows it (polled every 2 ms).
@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,25 +23,10 @@ from services.kpi.events import SCHEMA_VERSION, encode_event
 from services.simulator.engine import simulate
 from services.simulator.scenario import load_scenario
 
+from .servers import callpulse
+from .table import Row
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def start(data_dir: str, port: int) -> tuple[subprocess.Popen[bytes], str]:
-    key = subprocess.run(
-        [sys.executable, "-m", "services.cli", "keys", "create", "--role", "admin",
-         "--data-dir", data_dir], cwd=ROOT, check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "--log-level", "WARNING", "run",
-         "--data-dir", data_dir, "--port", str(port)], cwd=ROOT,
-    )  # fmt: skip
-    for _ in range(200):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc, key
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise SystemExit("callpulse run did not start")
 
 
 def load(url: str, headers: dict[str, str], speed: float, stop: threading.Event) -> int:
@@ -90,34 +72,46 @@ def probe(url: str, headers: dict[str, str], n: int) -> float:
             time.sleep(0.002)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--probes", type=int, default=200)
-    parser.add_argument("--speed", type=float, default=20.0)
-    parser.add_argument("--port", type=int, default=8799)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as data_dir:
-        proc, key = start(data_dir, args.port)
-        url = f"http://127.0.0.1:{args.port}"
+def freshness(probes: int, speed: float) -> tuple[list[float], float]:
+    """(probe latencies in ms, background events/s) against a fresh `callpulse run`."""
+    with callpulse() as (url, key, _):
         headers = {"Authorization": f"Bearer {key}"}
         stop = threading.Event()
         sent: list[int] = []
-        loader = threading.Thread(target=lambda: sent.append(load(url, headers, args.speed, stop)))
+        loader = threading.Thread(target=lambda: sent.append(load(url, headers, speed, stop)))
         loader.start()
         time.sleep(2)
         began = time.monotonic()
         samples = []
-        for n in range(args.probes):
+        for n in range(probes):
             samples.append(probe(url, headers, n) * 1000)
             time.sleep(0.05)
         elapsed = time.monotonic() - began
         stop.set()
         loader.join()
-        proc.terminate()
-        proc.wait()
+    return samples, sent[0] / (elapsed + 2)
+
+
+def measure(quick: bool) -> list[Row]:
+    samples, load_rate = freshness(20 if quick else 200, 20.0)
     q = statistics.quantiles(samples, n=100)
-    print(f"background load: large.toml at {args.speed}x real time, "
-          f"{sent[0] / (elapsed + 2):.0f} events/s")  # fmt: skip
+    note = f"large centre at 20x real time, {load_rate:.0f} events/s of background load"
+    return [
+        Row("freshness", f"embedded POST -> live endpoint, {name}", "ms", value,
+            baseline=250.0 if name == "p99" else None, baseline_name="target 250 ms",
+            target=1.0 if name == "p99" else None, higher_is_better=False, note=note)
+        for name, value in (("p50", q[49]), ("p95", q[94]), ("p99", q[98]))
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument("--speed", type=float, default=20.0)
+    args = parser.parse_args()
+    samples, load_rate = freshness(args.probes, args.speed)
+    q = statistics.quantiles(samples, n=100)
+    print(f"background load: large.toml at {args.speed}x real time, {load_rate:.0f} events/s")
     print(f"freshness over {len(samples)} probes (ms): p50 {q[49]:.1f}  p95 {q[94]:.1f}  "
           f"p99 {q[98]:.1f}  max {max(samples):.1f}   target p99 < 250")  # fmt: skip
 

@@ -10,6 +10,7 @@ from ..kpi.counters import AgentCounters, Counters, StateTime
 from ..kpi.leg import ABANDONED, ANSWERED, Leg
 
 COUNTER_FIELDS: Final = tuple(Counters.__struct_fields__)
+assert COUNTER_FIELDS[-2:] == ("hist_answered", "hist_abandoned")
 SCALAR_COUNTER_FIELDS: Final = tuple(f for f in COUNTER_FIELDS if not f.startswith("hist_"))
 AGENT_FIELDS: Final = tuple(AgentCounters.__struct_fields__)
 STATE_FIELDS: Final = tuple(StateTime.__struct_fields__)
@@ -73,8 +74,9 @@ def leg_record(leg: Leg) -> LegRecord:
 
 
 def counters_row(c: Counters) -> list[Any]:
-    """Scalar counter values followed by the two histograms (as given, lists)."""
-    return [getattr(c, f) for f in SCALAR_COUNTER_FIELDS] + [c.hist_answered, c.hist_abandoned]
+    """Scalar counter values followed by the two histograms (as given, lists): the struct's
+    own field order, which puts the histograms last."""
+    return list(msgspec.structs.astuple(c))
 
 
 def counters_from_row(row: tuple[Any, ...] | list[Any], hist_answered: list[int],
