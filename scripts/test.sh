@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 need=()
 want() { [ -e "$2" ] || need+=("$1"); }
 want postgresql-15 /usr/lib/postgresql/15/bin/initdb
+want chromium /usr/bin/chromium
+want prometheus /usr/bin/promtool  # promtool check/test rules
+want prometheus-alertmanager /usr/bin/prometheus-alertmanager
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -18,7 +21,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 
-.venv/bin/ruff format --check services tests bench
-.venv/bin/ruff check services tests bench
+.venv/bin/ruff format --check services tests bench grafana
+.venv/bin/ruff check services tests bench grafana
 .venv/bin/mypy services
 .venv/bin/python -m pytest "$@"

@@ -14,6 +14,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.embedded.command",
     "services.simulator.command",
     "services.ingest.importers.command",
+    "services.tenancy.command",
+    "services.distributed.command",
 )
 
 

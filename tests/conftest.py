@@ -21,6 +21,8 @@ from services.embedded.runtime import Embedded
 from services.embedded.settings import EmbeddedSettings
 from services.kpi.contracts import Contract
 from services.store.keys import new_key
+from tests.kafka import kafka  # noqa: F401  (fixture: the mock Kafka broker)
+from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures: a real PostgreSQL)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,6 +74,8 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    if embedded.alerts is not None:
+        embedded.alerts.close()
     embedded.store.close()
     embedded.log.close()
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 from ..bus.sqlite_log import EventLog
 from ..kpi.centre import QUARANTINED, Centre, Settings
-from ..kpi.events import EventError, decode_event
+from ..kpi.events import EventError, SurveyCompleted, decode_event
 from ..kpi.leg import at_ms
 from ..store.sqlite import SqliteStore
+from ..store.tenancy import SurveyRecord
 from .metrics import AggregatorMetrics
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,11 @@ class EmbeddedAggregator:
         self.last_checkpoint = time.monotonic()
         self.store_error: str | None = None
         self.processed_wall_ms = 0
+        # Surveys are stored as they are (the core does not aggregate them); written before
+        # the checkpoint that covers their offsets, so a crash replays what was not written.
+        self.pending_surveys: list[SurveyRecord] = []
+        # The loop `run` drives the core on: readers in other threads read the core there.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def lag(self) -> int:
         """Events in the log not yet applied."""
@@ -64,8 +70,10 @@ class EmbeddedAggregator:
 
     def step(self) -> int:
         """Apply the next batch from the log to the core; returns how many records."""
+        started = time.perf_counter()
         records = self.log.read(self.offset, self.config.batch_size)
         centre = self.centre
+        occurred = None
         for offset, body in records:
             event = decode_event(body)
             if isinstance(event, EventError):
@@ -74,12 +82,20 @@ class EmbeddedAggregator:
                 log.error("log record %d does not decode: %s", offset, event.reason)
                 self.metrics.poison.inc()
                 continue
-            if centre.apply(event, at_ms(event)) == QUARANTINED:
+            if isinstance(event, SurveyCompleted):
+                self.pending_surveys.append(survey_record(event))
+            occurred = at_ms(event)
+            if centre.apply(event, occurred) == QUARANTINED:
                 self.metrics.quarantined.inc()
         if records:
             self.offset = records[-1][0]
             self.metrics.applied.inc(len(records))
             self.processed_wall_ms = int(time.time() * 1000)
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            if occurred is not None:  # event time (source clock) to applied, last of the batch
+                self.metrics.event_delay_seconds.observe(
+                    max(0, self.processed_wall_ms - occurred) / 1000
+                )
         return len(records)
 
     def flush(self, force_checkpoint: bool = False) -> None:
@@ -89,6 +105,8 @@ class EmbeddedAggregator:
         checkpoint = (self.offset, self.centre.checkpoint()) if due else None
         started = time.perf_counter()
         try:
+            self.store.tenancy.put_surveys(self.pending_surveys)
+            self.pending_surveys = []
             rows = self.store.write(self.centre, checkpoint)
         except Exception as exc:  # the store may fail in many ways; the state stays dirty
             self.store_error = f"{type(exc).__name__}: {exc}"
@@ -106,6 +124,7 @@ class EmbeddedAggregator:
 
     async def run(self) -> None:
         """Consume until cancelled; flush at most every flush interval, checkpoint on exit."""
+        self.loop = asyncio.get_running_loop()
         try:
             while True:
                 applied = self.step()
@@ -122,3 +141,12 @@ class EmbeddedAggregator:
         finally:
             self.step()
             self.flush(force_checkpoint=True)
+
+
+def survey_record(event: SurveyCompleted) -> SurveyRecord:
+    """The stored form of a survey, counted at the instant it was completed."""
+    return SurveyRecord(
+        tenant_id=event.tenant_id, event_id=event.event_id, call_id=event.call_id,
+        queue_id=event.queue_id, agent_id=event.agent_id, at_ms=at_ms(event),
+        score=event.score, scale_max=event.scale_max,
+    )  # fmt: skip

@@ -31,3 +31,14 @@ class AggregatorMetrics:
             "Duration of one batched store write",
             registry=registry,
         )
+        self.batch_seconds = Histogram(
+            "callpulse_aggregator_batch_duration_seconds",
+            "Processing time of one batch of events (decode and apply to the core)",
+            registry=registry,
+        )
+        self.event_delay_seconds = Histogram(
+            "callpulse_aggregator_event_delay_seconds",
+            "Wall clock at apply minus event time of the newest event of each batch",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+            registry=registry,
+        )

@@ -63,4 +63,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "the key may not do this"},
     404: {"model": ErrorResponse, "description": "no such queue for this tenant"},
     422: {"model": ErrorResponse, "description": "invalid parameters"},
+    400: {"model": ErrorResponse, "description": "the request body could not be read"},
+    413: {"model": ErrorResponse, "description": "the request body is too large"},
+    429: {
+        "model": ErrorResponse,
+        "description": "too many requests for this API key; retry after Retry-After seconds",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+    },
 }

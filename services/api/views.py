@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import msgspec
 from pydantic import BaseModel, Field
 
 from ..kpi.contracts import (
@@ -157,6 +158,25 @@ def window_view(name: str, span: tuple[int, int], c: Counters, contract: Contrac
         max_wait_answered_ms=c.max_wait_answered_ms,
         max_wait_abandoned_ms=c.max_wait_abandoned_ms,
     )
+
+
+_VIEWS: dict[tuple[object, ...], WindowView] = {}
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def cached_window_view(
+    name: str, span: tuple[int, int], c: Counters, contract: Contract
+) -> WindowView:
+    """`window_view`, memoised by the *values* of its inputs (the counters' encoded bytes,
+    the contract): live snapshots of an unchanged queue re-serve the same view. The view
+    returned is shared: do not change it."""
+    key = (name, span, contract, _encode(c))
+    view = _VIEWS.get(key)
+    if view is None:
+        if len(_VIEWS) >= 4096:
+            _VIEWS.clear()
+        view = _VIEWS[key] = window_view(name, span, c, contract)
+    return view
 
 
 def gauges_view(g: QueueGauges) -> GaugesView:

@@ -36,6 +36,9 @@ def register(subparsers: Any) -> None:
     revoke.add_argument("key_id")
     revoke.add_argument("--data-dir", type=Path)
     revoke.set_defaults(handler=_keys_revoke)
+    from ..tenancy.command import register_key_actions
+
+    register_key_actions(keys_sub)  # rotate, expire, list, grant
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -50,13 +53,18 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..alerts.rules_file import AlertConfigError
+    from ..api.links import new_link
     from ..kpi.contracts import Contract
     from ..simulator.scenario import load_scenario
     from ..store.keys import new_key
-    from .runtime import DEMO_SCENARIO, Embedded, demo_traffic
+    from .runtime import DEMO_SCENARIO, Embedded, demo_traffic, link_secret
 
     settings = _settings(args)
-    embedded = Embedded(settings)
+    try:
+        embedded = Embedded(settings)
+    except AlertConfigError as exc:  # a broken alert rules file: say where, no traceback
+        raise CliError(str(exc)) from None
     traffic = None
     if args.simulate:
         scenario = load_scenario(DEMO_SCENARIO)
@@ -72,6 +80,15 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  admin key (shown once): {token}")
         print(f"  live queues: curl -H 'Authorization: Bearer {token}' "
               f"'{base}/v1/queues?tenant={scenario.tenants[0].id}'")  # fmt: skip
+        floor, link_token = new_link(
+            link_secret(settings), [t.id for t in scenario.tenants], None,
+            int(time.time() * 1000), 7 * 86_400_000, "demo floor (run --simulate)",
+        )  # fmt: skip
+        embedded.store.put_link(floor)
+        first = scenario.tenants[0]
+        print(f"  wallboard:   {base}/wallboard?token={link_token}")
+        print(f"  team view:   {base}/team?tenant={first.id}&team={first.agents[0].team} "
+              "(sign in with the admin key)")  # fmt: skip
         print(f"  API docs:    {base}/docs")
         print(f"  metrics:     {base}/metrics")
         traffic = demo_traffic(scenario)

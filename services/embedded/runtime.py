@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from ..aggregator.embedded import AggregatorConfig, EmbeddedAggregator
 from ..aggregator.metrics import AggregatorMetrics
+from ..alerts.service import attach_alerts
 from ..api.app import create_app
 from ..api.deps import ApiConfig
+from ..api.livefeed import close_streams
 from ..bus.sqlite_log import EventLog
 from ..kpi.centre import Settings as CoreSettings
 from ..kpi.events import Event
@@ -35,15 +38,24 @@ log = logging.getLogger(__name__)
 DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "demo.toml"
 
 
-def caller_secret(settings: EmbeddedSettings) -> bytes:
-    """The caller-key HMAC secret: from settings, else one generated once per data dir."""
-    if settings.caller_key_secret is not None:
-        return settings.caller_key_secret.get_secret_value().encode()
-    path = settings.data_dir / "caller-key.secret"
+def _secret(configured: SecretStr | None, path: Path) -> bytes:
+    """A configured secret, else one generated once and kept (mode 0600) at `path`."""
+    if configured is not None:
+        return configured.get_secret_value().encode()
     if not path.exists():
         path.touch(mode=0o600)
         path.write_text(secrets.token_hex(32))
     return path.read_text().strip().encode()
+
+
+def caller_secret(settings: EmbeddedSettings) -> bytes:
+    """The caller-key HMAC secret: from settings, else one generated once per data dir."""
+    return _secret(settings.caller_key_secret, settings.data_dir / "caller-key.secret")
+
+
+def link_secret(settings: EmbeddedSettings) -> bytes:
+    """The secret wallboard links are signed with: from settings, else one per data dir."""
+    return _secret(settings.link_secret, settings.data_dir / "wallboard-link.secret")
 
 
 def open_store(settings: EmbeddedSettings) -> SqliteStore:
@@ -101,8 +113,17 @@ class Embedded:
                 max_events_per_request=settings.max_events_per_request,
                 caller_key_secret=caller_secret(settings),
                 stale_after_s=settings.stale_after_s,
+                link_secret=link_secret(settings),
+                stream_heartbeat_s=settings.stream_heartbeat_s,
+                stream_refresh_s=settings.stream_refresh_s,
+                rate_limit_per_s=settings.rate_limit_per_s,
+                rate_limit_burst=settings.rate_limit_burst,
             ),
             self.registry,
+        )
+        # Alert evaluation and delivery (a task in `serve`), KPI and pipeline collectors.
+        self.alerts = attach_alerts(
+            self.app, self.backend, self.registry, settings.data_dir / "store.db"
         )
 
     async def serve(self, traffic: Iterator[Event] | None = None) -> None:
@@ -111,9 +132,13 @@ class Embedded:
             uvicorn.Config(
                 self.app, host=self.settings.host, port=self.settings.port,
                 log_level="warning", access_log=False,
+                # Live streams (SSE) never end by themselves: cut them after this on shutdown.
+                timeout_graceful_shutdown=2,
             )
         )  # fmt: skip
         aggregating = asyncio.create_task(self.aggregator.run(), name="aggregator")
+        alerting = asyncio.create_task(self.alerts.run(), name="alerts") if self.alerts else None
+        ending = asyncio.create_task(self._end_streams_on_exit(server), name="end-streams")
         feeding = None
         if traffic is not None:
             feeding = asyncio.create_task(self.feed(traffic), name="simulator")
@@ -124,19 +149,28 @@ class Embedded:
                 self.failed = True
                 server.should_exit = True
 
-        for task in (aggregating, feeding):
+        for task in (aggregating, feeding, alerting):
             if task is not None:
                 task.add_done_callback(stop_on_failure)
         try:
             await server.serve()
         finally:
-            for task in (feeding, aggregating):
+            for task in (ending, feeding, alerting, aggregating):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            if self.alerts is not None:
+                self.alerts.close()
             self.store.close()
             self.log.close()
+
+    async def _end_streams_on_exit(self, server: uvicorn.Server) -> None:
+        """Live streams (SSE) never end by themselves: end them once shutdown begins, so
+        uvicorn's wait for open connections is short."""
+        while not server.should_exit:
+            await asyncio.sleep(0.1)
+        close_streams(self.app.state)
 
     async def feed(self, traffic: Iterator[Event]) -> None:
         """Ingest simulated events as their instants come; past ones at once."""

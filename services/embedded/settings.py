@@ -24,3 +24,8 @@ class EmbeddedSettings(BaseSettings):
     correction_horizon_s: int = Field(7200, ge=60)
     stale_after_s: float = Field(5.0, gt=0)
     caller_key_secret: SecretStr | None = None
+    link_secret: SecretStr | None = None  # wallboard links; default: one per data dir
+    stream_heartbeat_s: float = Field(2.0, gt=0)
+    stream_refresh_s: float = Field(5.0, gt=0)
+    rate_limit_per_s: float = Field(20.0, gt=0)  # API requests per second per key
+    rate_limit_burst: int = Field(60, ge=1)  # ... and at once after a pause

@@ -43,6 +43,14 @@ class Contract(msgspec.Struct, kw_only=True, frozen=True):
     inclusive: bool = True
     interval_min: Literal[15, 30, 60] = 30
     timezone: str = "UTC"
+    #: (weekday 0 = Monday, start minute, end minute) of local wall-clock time, [start, end);
+    #: empty means every hour counts. Periods and attainment use only intervals that start
+    #: inside business hours.
+    business_hours: tuple[tuple[int, int, int], ...] = ()
+    #: A survey is satisfied when score >= this percentage of its scale (80: 4 of 5, 8 of 10).
+    csat_satisfied_pct: float = 80.0
+    #: Repeat-contact window of FCR, hours; a contact's FCR is final only after it.
+    fcr_window_h: int = 72
 
     def __post_init__(self) -> None:
         if self.threshold_s not in WAIT_EDGES_S:
@@ -59,8 +67,18 @@ class Contract(msgspec.Struct, kw_only=True, frozen=True):
             raise ContractError("version: must be 0 (built-in default) or more")
         try:
             ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory
             raise ContractError(f"timezone: {self.timezone!r} is not an IANA zone") from None
+        for day, start, end in self.business_hours:
+            if not (0 <= day <= 6 and 0 <= start < end <= 1440):
+                raise ContractError(
+                    f"business_hours: ({day}, {start}, {end}) needs weekday 0-6 and"
+                    " 0 <= start < end <= 1440 minutes"
+                )
+        if not 0 < self.csat_satisfied_pct <= 100:
+            raise ContractError("csat_satisfied_pct: must be above 0 and at most 100")
+        if not 1 <= self.fcr_window_h <= 24 * 90:
+            raise ContractError("fcr_window_h: must be between 1 and 2160 hours")
 
 
 class Ratio(msgspec.Struct, frozen=True):

@@ -9,7 +9,7 @@ edge k, and the last bin waits above the last edge.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -119,11 +119,33 @@ _ZERO: Final = Counters()
 
 
 def merged(buckets: list[Counters]) -> Counters:
-    """The sum of several buckets as a new Counters."""
-    total = Counters()
-    for bucket in buckets:
-        total.merge(bucket)
-    return total
+    """The sum of several buckets as a new Counters (the same as `merge` one by one, but
+    column by column in C loops: the live endpoints sum hundreds of buckets per request)."""
+    if not buckets:
+        return Counters()
+    if len(buckets) == 1:
+        one = buckets[0]
+        return msgspec.structs.replace(
+            one, hist_answered=list(one.hist_answered), hist_abandoned=list(one.hist_abandoned)
+        )
+    values: dict[str, Any] = {}
+    for name, kind, column in zip(
+        _FIELDS, _KINDS, zip(*map(msgspec.structs.astuple, buckets), strict=True), strict=True
+    ):
+        if kind == _HIST:
+            values[name] = list(map(sum, zip(*column, strict=True)))
+        elif kind == _MAX:
+            values[name] = max(column)
+        else:
+            values[name] = sum(column)
+    return Counters(**values)
+
+
+_FIELDS: Final = Counters.__struct_fields__
+_HIST, _MAX, _SUM = 0, 1, 2
+_KINDS: Final = tuple(
+    _HIST if f.startswith("hist_") else _MAX if f.startswith("max_") else _SUM for f in _FIELDS
+)
 
 
 class AgentCounters(msgspec.Struct, kw_only=True, gc=False):

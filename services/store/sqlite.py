@@ -11,11 +11,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
+from msgspec.structs import astuple
 
 from ..kpi.centre import AKey, Centre, QKey
 from ..kpi.contracts import Contract
 from ..kpi.counters import AgentCounters, Counters, StateTime
 from .keys import ApiKey
+from .links import WallboardLink
 from .records import (
     AGENT_FIELDS,
     LEG_COLUMNS,
@@ -26,10 +28,12 @@ from .records import (
     counters_row,
     leg_record,
 )
+from .sqlite_tenancy import TenancyTables
 
 _json = msgspec.json.Encoder()
 _hist = msgspec.json.Decoder(list[int])
 _contract = msgspec.json.Decoder(Contract)
+_link = msgspec.json.Decoder(WallboardLink)
 
 
 def _schema() -> str:
@@ -64,6 +68,8 @@ def _schema() -> str:
         key_id TEXT PRIMARY KEY, key_hash TEXT NOT NULL, tenant_id TEXT, role TEXT NOT NULL,
         label TEXT NOT NULL, created_at_ms INTEGER NOT NULL, expires_at_ms INTEGER,
         revoked_at_ms INTEGER);
+    CREATE TABLE IF NOT EXISTS wallboard_links (
+        link_id TEXT PRIMARY KEY, body TEXT NOT NULL, revoked_at_ms INTEGER);
     """
 
 
@@ -76,6 +82,7 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_schema())
+        self.tenancy = TenancyTables(self._db)  # tenants, queues, grants, surveys, audit
 
     def close(self) -> None:
         self._db.close()
@@ -92,8 +99,8 @@ class SqliteStore:
         for row in qrows:
             row[-3] = _json.encode(row[-3])
             row[-2] = _json.encode(row[-2])
-        arows = [[*k, *_values(centre.agent_buckets[k], AGENT_FIELDS)] for k in centre.dirty_agent]
-        srows = [[*k, *_values(centre.state_buckets[k], STATE_FIELDS)] for k in centre.dirty_state]
+        arows = [(*k, *astuple(centre.agent_buckets[k])) for k in centre.dirty_agent]
+        srows = [(*k, *astuple(centre.state_buckets[k])) for k in centre.dirty_state]
         lrows = [
             tuple(msgspec.structs.astuple(leg_record(centre.legs[key])))
             for key in centre.dirty_legs
@@ -216,11 +223,16 @@ class SqliteStore:
 
     def queues(self, tenant_id: str) -> list[str]:
         """Queues of a tenant: those with data or with a contract of their own."""
+        # A skip scan of the primary key (one seek per queue), not a scan of every bucket.
         rows = self._db.execute(
-            "SELECT DISTINCT queue_id FROM queue_buckets WHERE tenant_id = ?"
-            " UNION SELECT queue_id FROM contracts WHERE tenant_id = ? AND queue_id != ''"
+            "WITH RECURSIVE q(id) AS ("
+            " SELECT MIN(queue_id) FROM queue_buckets WHERE tenant_id = ?1"
+            " UNION ALL SELECT (SELECT MIN(queue_id) FROM queue_buckets"
+            "  WHERE tenant_id = ?1 AND queue_id > q.id) FROM q WHERE q.id IS NOT NULL)"
+            " SELECT id FROM q WHERE id IS NOT NULL"
+            " UNION SELECT queue_id FROM contracts WHERE tenant_id = ?1 AND queue_id != ''"
             " ORDER BY 1",
-            (tenant_id, tenant_id),
+            (tenant_id,),
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -271,6 +283,28 @@ class SqliteStore:
         ).fetchone()
         return None if row is None else ApiKey(*row)
 
+    # -- wallboard links ------------------------------------------------------------------
+
+    def put_link(self, link: WallboardLink) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO wallboard_links (link_id, body, revoked_at_ms) VALUES (?, ?, ?)"
+                " ON CONFLICT (link_id) DO UPDATE SET body = excluded.body,"
+                " revoked_at_ms = excluded.revoked_at_ms",
+                (link.link_id, _json.encode(link).decode(), link.revoked_at_ms),
+            )
+
+    def get_link(self, link_id: str) -> WallboardLink | None:
+        row = self._db.execute(
+            "SELECT body FROM wallboard_links WHERE link_id = ?", (link_id,)
+        ).fetchone()
+        return None if row is None else _link.decode(row[0])
+
+    def links(self) -> list[WallboardLink]:
+        rows = self._db.execute("SELECT body FROM wallboard_links ORDER BY link_id").fetchall()
+        return [_link.decode(r[0]) for r in rows]
+
 
 _QCOLS = [
     "tenant_id",
@@ -280,7 +314,3 @@ _QCOLS = [
     "hist_answered",
     "hist_abandoned",
 ]
-
-
-def _values(struct: msgspec.Struct, fields: tuple[str, ...]) -> list[int]:
-    return [getattr(struct, f) for f in fields]

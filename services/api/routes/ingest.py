@@ -8,8 +8,8 @@ from pydantic import BaseModel
 
 from ...ingest.edge import prepare
 from ..backend import Unavailable
-from ..deps import BackendDep, ConfigDep, PrincipalDep
-from ..errors import ERROR_RESPONSES, ApiError
+from ..deps import BackendDep, ConfigDep, SenderDep
+from ..errors import ERROR_RESPONSES, ApiError, ErrorResponse
 
 router = APIRouter(tags=["ingest"])
 
@@ -32,13 +32,27 @@ class IngestResult(BaseModel):
     response_model=IngestResult,
     responses={
         **ERROR_RESPONSES,
-        413: {"description": "body too large"},
-        503: {"description": "not durably accepted; retry after Retry-After seconds"},
+        413: {"model": ErrorResponse, "description": "body too large"},
+        422: {"model": IngestResult, "description": "no valid event: each rejection's reason"},
+        503: {
+            "model": ErrorResponse,
+            "description": "not durably accepted; retry after Retry-After seconds",
+        },
     },
     summary="Send events (JSON array or NDJSON)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "events as in schemas/*.json: a JSON array, or one per line",
+            "content": {
+                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        }
+    },
 )
 async def post_events(
-    request: Request, who: PrincipalDep, backend: BackendDep, config: ConfigDep
+    request: Request, who: SenderDep, backend: BackendDep, config: ConfigDep
 ) -> Any:
     """Valid events are durably appended before the answer (202 with counts); each invalid
     event is reported by index with a reason, and its valid neighbours are still accepted

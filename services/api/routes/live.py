@@ -1,17 +1,37 @@
 """Live and interval figures per queue."""
 
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
 
-from ...kpi.counters import Counters, merged
-from ...kpi.windows import from_ms, interval_at, intervals, local_date, rolling, to_ms, today
+from ...kpi.counters import merged
+from ...kpi.periods import local_days, span_intervals
+from ...kpi.windows import day_span, from_ms, interval_at, rolling, to_ms, today
 from ..backend import Backend
-from ..deps import BackendDep, ConfigDep, ScopeDep, contract_for, require_queue
+from ..deps import (
+    BackendDep,
+    ConfigDep,
+    HistoryScopeDep,
+    LiveScopeDep,
+    contract_for,
+    require_visible_queue,
+    visible_queues,
+)
 from ..errors import ERROR_RESPONSES, ApiError
-from ..views import IntervalsView, LiveView, QueueSummary, QueuesView, gauges_view, window_view
+from ..examples import json_example, window_example
+from ..reports import contract_lookup, interval_totals
+from ..views import (
+    IntervalsView,
+    LiveView,
+    QueueSummary,
+    QueuesView,
+    cached_window_view,
+    gauges_view,
+    window_view,
+)
 
 router = APIRouter()
 
@@ -32,14 +52,14 @@ def live_view(backend: Backend, tenant: str, queue: str, now_ms: int) -> LiveVie
         timezone=tz,
         gauges=gauges_view(backend.gauges(tenant, queue, now_ms)),
         windows=[
-            window_view(name, span, backend.buckets(tenant, queue, *span), contract)
+            cached_window_view(name, span, backend.buckets(tenant, queue, *span), contract)
             for name, span in spans
         ],
     )
 
 
 @router.get("/v1/queues", response_model=QueuesView, responses=ERROR_RESPONSES, tags=["live"])
-def get_queues(scope: ScopeDep, backend: BackendDep) -> QueuesView:
+async def get_queues(scope: LiveScopeDep, backend: BackendDep) -> QueuesView:
     """The tenant's queues, each with its live snapshot."""
     now_ms = int(time.time() * 1000)
     tenant = scope.tenant_id
@@ -47,7 +67,7 @@ def get_queues(scope: ScopeDep, backend: BackendDep) -> QueuesView:
         tenant_id=tenant,
         queues=[
             QueueSummary(queue_id=q, live=live_view(backend, tenant, q, now_ms))
-            for q in backend.queues(tenant)
+            for q in visible_queues(backend, scope)
         ],
     )
 
@@ -55,66 +75,110 @@ def get_queues(scope: ScopeDep, backend: BackendDep) -> QueuesView:
 @router.get(
     "/v1/queues/{queue_id}/live", response_model=LiveView, responses=ERROR_RESPONSES, tags=["live"]
 )
-def get_live(queue_id: str, scope: ScopeDep, backend: BackendDep) -> LiveView:
+async def get_live(queue_id: str, scope: LiveScopeDep, backend: BackendDep) -> LiveView:
     """Gauges (calls waiting, longest wait, agents by state), rolling 5/15/30/60-minute
-    windows, the current interval and today (in the contract's zone), with SL details."""
-    require_queue(backend, scope.tenant_id, queue_id)
+    windows, the current interval and today (in the contract's zone), with SL details.
+    (Async: it runs between the aggregator's steps, so it reads one consistent state.)"""
+    require_visible_queue(backend, scope, queue_id)
     return live_view(backend, scope.tenant_id, queue_id, int(time.time() * 1000))
 
 
 @router.get(
     "/v1/queues/{queue_id}/intervals",
     response_model=IntervalsView,
-    responses=ERROR_RESPONSES,
+    responses={
+        **ERROR_RESPONSES,
+        200: json_example(
+            {
+                "tenant_id": "acme",
+                "queue_id": "claims",
+                "timezone": "Europe/London",
+                "interval_min": 30,
+                "intervals": [window_example()],
+                "total": window_example(),
+            }
+        ),
+    },
     tags=["history"],
 )
-def get_intervals(
+async def get_intervals(
     queue_id: str,
-    scope: ScopeDep,
+    scope: HistoryScopeDep,
     backend: BackendDep,
     config: ConfigDep,
-    start: Annotated[datetime, Query(alias="from", description="RFC 3339, with offset")],
-    end: Annotated[datetime, Query(alias="to", description="RFC 3339, with offset")],
-    interval: Annotated[Literal["15m", "30m", "60m"], Query()] = "30m",
+    start: Annotated[
+        datetime,
+        Query(
+            alias="from",
+            description="RFC 3339, with offset",
+            examples=["2026-03-08T00:00:00-05:00"],
+        ),
+    ],
+    end: Annotated[
+        datetime,
+        Query(
+            alias="to", description="RFC 3339, with offset", examples=["2026-03-09T00:00:00-04:00"]
+        ),
+    ],
+    interval: Annotated[
+        Literal["15m", "30m", "60m", "1d"], Query(description="1d: local days")
+    ] = "30m",
+    contract_version: Annotated[
+        int | None,
+        Query(ge=0, le=1_000_000, description="recompute under this contract version"),
+    ] = None,
 ) -> IntervalsView:
-    """Intervals aligned to the local clock of the queue's contract zone whose start lies in
-    [from, to); each interval's SL uses the contract in force at its start."""
+    """Intervals aligned to the local clock of the queue's contract zone (or local days)
+    whose start lies in [from, to). Each interval's SL uses the contract in force at its
+    start, or with `contract_version` that version throughout (a recompute); `total` is the
+    sum of the intervals under the contract in force at the first one's start. A DST day has
+    46 or 50 half-hours; the intervals always add up to the total."""
     tenant = scope.tenant_id
-    require_queue(backend, tenant, queue_id)
-    if start.tzinfo is None or end.tzinfo is None:
-        raise ApiError(422, "invalid_request", "from/to need a UTC offset")
-    if end <= start:
-        raise ApiError(422, "invalid_request", "to must be after from")
-    length = int(interval.removesuffix("m"))
+    require_visible_queue(backend, scope, queue_id)
+    lo, hi = checked_range(start, end)
+    length = 1440 if interval == "1d" else int(interval.removesuffix("m"))
     if (end - start) / timedelta(minutes=length) > config.max_intervals:
         raise ApiError(
             422, "invalid_request", f"at most {config.max_intervals} intervals per request"
         )
-    lo, hi = to_ms(start), to_ms(end)
-    grid = contract_for(backend, tenant, queue_id, lo)
-    spans: list[tuple[int, int]] = []
-    day = local_date(lo, grid.timezone)
-    while True:
-        day_spans = intervals(day, grid.timezone, length)
-        spans += [s for s in day_spans if lo <= s[0] < hi]
-        if day_spans[-1][1] >= hi:
-            break
-        day += timedelta(days=1)
-    buckets = backend.bucket_map(tenant, queue_id, spans[0][0], spans[-1][1]) if spans else {}
-    views = []
-    totals: list[Counters] = []
-    for span in spans:
-        total = merged([c for m, c in buckets.items() if span[0] <= m < span[1]])
-        totals.append(total)
-        views.append(
-            window_view("interval", span, total, contract_for(backend, tenant, queue_id, span[0]))
-        )
+    at = contract_lookup(backend.contracts(tenant), tenant, queue_id, contract_version)
+    grid = at(lo)
+    if interval == "1d":
+        days = [day_span(d, grid.timezone) for d in local_days((lo, hi), grid.timezone)]
+        spans = [s for s in days if lo <= s[0] < hi]
+    else:
+        spans = span_intervals((lo, hi), grid.timezone, length)
+    name = "day" if interval == "1d" else "interval"
     whole = (spans[0][0], spans[-1][1]) if spans else (lo, lo)
-    return IntervalsView(
-        tenant_id=tenant,
-        queue_id=queue_id,
-        timezone=grid.timezone,
-        interval_min=length,
-        intervals=views,
-        total=window_view("total", whole, merged(totals), grid),
-    )
+
+    def compute() -> IntervalsView:  # in a worker thread: up to 3000 intervals of reading
+        buckets = backend.bucket_map(tenant, queue_id, *whole) if spans else {}
+        totals = interval_totals(buckets, spans)
+        return IntervalsView(
+            tenant_id=tenant,
+            queue_id=queue_id,
+            timezone=grid.timezone,
+            interval_min=length,
+            intervals=[
+                window_view(name, span, total, at(span[0]))
+                for span, total in zip(spans, totals, strict=True)
+            ],
+            total=window_view("total", whole, merged(totals), at(whole[0])),
+        )
+
+    return await run_in_threadpool(compute)
+
+
+MIN_INSTANT = datetime(1971, 1, 1, tzinfo=UTC)
+MAX_INSTANT = datetime(9998, 1, 1, tzinfo=UTC)
+
+
+def checked_range(start: datetime, end: datetime) -> tuple[int, int]:
+    """[from, to) in UTC ms; 422 unless both have an offset, from < to, within 1971-9997."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ApiError(422, "invalid_request", "from/to need a UTC offset")
+    if end <= start:
+        raise ApiError(422, "invalid_request", "to must be after from")
+    if start < MIN_INSTANT or end > MAX_INSTANT:
+        raise ApiError(422, "invalid_request", "from/to must lie between 1971 and 9997")
+    return to_ms(start), to_ms(end)

@@ -1,0 +1,236 @@
+"""The distributed aggregator's throughput next to its baselines, in one run.
+
+Run: .venv/bin/python -m bench.distributed [--events N] [--naive-events M] [--workers W]
+
+Everything runs on this machine: librdkafka's mock broker (in this process), a throwaway
+PostgreSQL 15 (or DATABASE_URL), and the workers as separate processes. One event stream
+(the simulator's large centre, time-ordered) is written to Kafka twice:
+
+- ingest-shaped: as `callpulse ingest` writes it, requests of 500 events, one message per
+  key per request (several events per message);
+- one event per message (the classic layout the naive agent is written for).
+
+Measured, each as events/s from its first record to its last:
+- raw aiokafka consumption of each topic (the ceiling: fetch only, no decoding);
+- the naive Faust agent counting events per key in a table (the peer baseline);
+- `callpulse aggregator` (Faust) on each topic, until every offset is committed in
+  PostgreSQL together with its bucket, leg, agent and state rows (the whole pipeline).
+It is a benchmark, not a test: figures vary with the load of this shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from services.bus.kafka import encode_messages, event_key
+from services.kpi.events import Event, decode_event, encode_event
+from services.store.postgres import migrate
+from tests.kafka import MOCK_PARTITIONS, MockCluster
+from tests.pg import PgServer, throwaway_cluster
+
+from .core import event_mix
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[PgServer]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield PgServer(url, True)
+    else:
+        with throwaway_cluster() as server:
+            yield server
+
+
+def stream(n: int) -> list[Event]:
+    hours = 6.0
+    while True:
+        raw = event_mix(hours)
+        if len(raw) >= n:
+            return [decode_event(b) for b in raw[:n]]  # type: ignore[misc]
+        hours *= 2
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5,
+        max_request_size=4 * 1024 * 1024,
+    )  # fmt: skip
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def raw_consume(bootstrap: str, topic: str, count: int) -> float:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 << 20,
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(MOCK_PARTITIONS)])
+        await consumer.seek_to_beginning()
+        seen, started = 0, None
+        while seen < count:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if started is None and batches:
+                started = time.perf_counter()
+            seen += sum(len(records) for records in batches.values())
+        assert started is not None
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+def naive(bootstrap: str, topic: str, count: int) -> float:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.naive_faust", bootstrap, topic, str(count)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    for line in done.stderr.splitlines():
+        if line.startswith("elapsed "):
+            return float(line.split()[1])
+    raise RuntimeError(f"the naive agent failed:\n{done.stderr[-3000:]}")
+
+
+def aggregate(bootstrap: str, url: str, topic: str, ends: dict[int, int], workers: int) -> float:
+    """Seconds from the first claim to every offset committed with its rows."""
+    env = {
+        **os.environ, "CALLPULSE_KAFKA_BOOTSTRAP": bootstrap, "CALLPULSE_DATABASE_URL": url,
+        "CALLPULSE_EVENTS_TOPIC": topic, "CALLPULSE_SNAPSHOTS_TOPIC": f"{topic}-snap",
+        "CALLPULSE_DLQ_TOPIC": f"{topic}-dlq", "CALLPULSE_GROUP_ID": f"{topic}-agg",
+        "CALLPULSE_BATCH_MAX_MESSAGES": "5000", "CALLPULSE_FLUSH_INTERVAL_S": "0.5",
+    }  # fmt: skip
+    command = [sys.executable, "-m", "services.cli", "--log-level", "WARNING", "aggregator"]
+    procs = [
+        subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(workers)
+    ]
+    try:
+        started = None
+        with psycopg.connect(url, autocommit=True) as conn:
+            while True:
+                rows = conn.execute(
+                    "SELECT partition, applied_offset FROM aggregator_partitions WHERE topic = %s",
+                    (topic,),
+                ).fetchall()
+                now = time.perf_counter()
+                if started is None and rows:
+                    started = now
+                applied = {int(p): int(o) for p, o in rows}
+                if all(applied.get(p, -1) == end - 1 for p, end in ends.items() if end):
+                    assert started is not None
+                    return now - started
+                if any(proc.poll() is not None for proc in procs):
+                    raise RuntimeError("an aggregator worker exited")
+                time.sleep(0.02)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(MOCK_PARTITIONS)]
+        return {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+def step(what: str) -> None:
+    print(f"... {what}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--naive-events", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+
+    events = stream(args.events)
+    shaped: list[tuple[bytes, bytes]] = []
+    for i in range(0, len(events), 500):
+        shaped += encode_messages(events[i : i + 500])
+    single = [(event_key(e), encode_event(e)) for e in events]
+    n, naive_n = len(events), min(args.naive_events, len(events))
+    tag = uuid.uuid4().hex[:8]
+    t_shaped, t_single, t_naive_topic = f"b-shaped-{tag}", f"b-single-{tag}", f"b-naive-{tag}"
+
+    cluster = MockCluster()
+    with postgres() as server, server.database() as url:
+        migrate(url, timescale=False)
+        step("producing")
+        produce_s = asyncio.run(produce(cluster.bootstrap, t_shaped, shaped))
+        asyncio.run(produce(cluster.bootstrap, t_single, single))
+        asyncio.run(produce(cluster.bootstrap, t_naive_topic, single[:naive_n]))
+        step("raw consumption")
+        raw_shaped = asyncio.run(raw_consume(cluster.bootstrap, t_shaped, len(shaped)))
+        raw_single = asyncio.run(raw_consume(cluster.bootstrap, t_single, len(single)))
+        step("naive Faust agent")
+        naive_s = naive(cluster.bootstrap, t_naive_topic, naive_n)
+        ends_shaped = asyncio.run(end_offsets(cluster.bootstrap, t_shaped))
+        ends_single = asyncio.run(end_offsets(cluster.bootstrap, t_single))
+        step("callpulse aggregator, ingest-shaped")
+        ours_shaped = aggregate(cluster.bootstrap, url, t_shaped, ends_shaped, args.workers)
+        step("callpulse aggregator, 1 event/message")
+        ours_single = aggregate(cluster.bootstrap, url, t_single, ends_single, args.workers)
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT (SELECT count(*) FROM queue_buckets) + (SELECT count(*) FROM legs)"
+                " + (SELECT count(*) FROM agent_buckets) + (SELECT count(*) FROM state_buckets)"
+            ).fetchone()
+    cluster.close()
+
+    naive_rate = naive_n / naive_s
+    table = [
+        ("raw aiokafka consume, ingest-shaped", n / raw_shaped, len(shaped) / raw_shaped),
+        ("raw aiokafka consume, 1 event/message", n / raw_single, n / raw_single),
+        ("naive Faust agent + table, 1 event/msg", naive_rate, naive_rate),
+        ("callpulse aggregator -> PG, ingest-shaped", n / ours_shaped, len(shaped) / ours_shaped),
+        ("callpulse aggregator -> PG, 1 event/msg", n / ours_single, n / ours_single),
+    ]
+    print(f"stream: {n} events of the large centre; ingest-shaped {len(shaped)} messages"
+          f" ({n / len(shaped):.1f} events/message); naive agent on the first {naive_n};"
+          f" {args.workers} aggregator worker(s); produce (ingest-shaped, acks=all)"
+          f" {n / produce_s:,.0f} events/s;"
+          f" rows in PostgreSQL afterwards: {rows[0] if rows else 0}")  # fmt: skip
+    print(f"{'path':44} {'events/s':>12} {'messages/s':>12} {'x naive':>9} {'/ raw same':>11}")
+    raws = {"ingest-shaped": n / raw_shaped, "1 event/msg": n / raw_single}
+    for name, rate, msgs in table:
+        same = next((v for k, v in raws.items() if name.endswith(k)), n / raw_single)
+        print(f"{name:44} {rate:12,.0f} {msgs:12,.0f} {rate / naive_rate:9.1f} {rate / same:11.1%}")
+    print(
+        "targets: aggregator >= 10x the naive agent, >= 25% of raw consumption of the same stream"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Tenant administration outside the API: the bootstrap file and the CLI commands."""
