@@ -168,7 +168,7 @@ class Recorder:
 
 
 def _messages(n: int = 3) -> list[bytes]:
-    raw = recorded_events(3)[:60]
+    raw = recorded_events(3)[:400]
     return [v for _, v in encode_messages([decode_event(b) for b in raw])][:n]  # type: ignore[misc]
 
 

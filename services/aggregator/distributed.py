@@ -3,10 +3,11 @@
 Topics and keys (see `services/bus/kafka.py`): call events are keyed by tenant + queue, so
 each queue (its legs, buckets and waiting calls) is owned by exactly one partition and its
 buckets are exact without any cross-partition merge; agent state changes are keyed by
-tenant + agent. An agent's handle-time buckets take contributions from legs of queues in
-several partitions, so each partition upserts its own row (`agent_buckets.shard` = the
-partition) and readers sum the shards. The partition count of the events topic is
-therefore part of the deployment: changing it needs a replay into a fresh store.
+tenant (all of a tenant's agent timelines in one partition). An agent's handle-time
+buckets take contributions from legs of queues in several partitions, so each partition
+upserts its own row (`agent_buckets.shard` = the partition) and readers sum the shards.
+The partition count of the events topic is therefore part of the deployment: changing it
+needs a replay into a fresh store.
 
 State, recovery and exactness. The issue suggests changelog-backed Faust tables. They are
 not used, because they cannot make the results exact under SIGKILL: Faust commits source

@@ -131,6 +131,8 @@ class _Partition:
     meta_dirty: bool = False
     seeking: bool = False
     evicted_at_ms: int = 0
+    # leg -> `leg_at` of its row in the store (restored legs: as of the claimed write)
+    written: dict[LegKey, int] = field(default_factory=dict)
 
     def changed(self) -> bool:
         c = self.centre
@@ -257,8 +259,11 @@ class Pipeline:
                 continue
             if not self._ours(partition):
                 return None
-            part = _Partition(claim.generation, claim.applied_offset, claim.centre,
-                              evicted_at_ms=claim.centre.max_seen_ms)  # fmt: skip
+            part = _Partition(
+                claim.generation, claim.applied_offset, claim.centre,
+                evicted_at_ms=claim.centre.max_seen_ms,
+                written={key: leg.first_at for key, leg in claim.centre.legs.items()},
+            )  # fmt: skip
             self.parts[partition] = part
             self.metrics.claims.inc()
             log.info(
@@ -391,7 +396,7 @@ class Pipeline:
             prepared[p] = prepare(
                 PartitionWrite(
                     p, part.generation, part.applied_offset, centre, part.legs,
-                    part.timelines, part.gone, part.queues, part.surveys,
+                    part.timelines, part.gone, part.queues, part.surveys, part.written,
                 )
             )  # fmt: skip
             snapshots += [self._queue_live(centre, t, q, wall) for t, q in part.queues]
@@ -475,7 +480,10 @@ class Pipeline:
             before = set(centre.legs)
             evicted = centre.evict()
             if evicted:
-                part.gone |= before.difference(centre.legs)
+                gone = before.difference(centre.legs)
+                part.gone |= gone
+                for key in gone:
+                    part.written.pop(key, None)
             part.timelines |= set(centre.timelines)
             part.meta_dirty = True
 

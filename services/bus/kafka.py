@@ -3,8 +3,10 @@
 Keys decide ownership. Every event of a call leg carries the key `[tenant, "q", queue]`, so
 all legs of a queue (and so every queue bucket of it, and the queue's waiting calls) belong
 to one partition, and a leg's events keep their order. Agent state changes carry
-`[tenant, "a", agent]`: an agent's timeline and state buckets belong to one partition.
-Quality inputs go by tenant and call or agent (the core ignores them; they pass through).
+`[tenant, "a"]`: all agent timelines of a tenant (and their state buckets) belong to one
+partition, which keeps each agent's changes in order and lets one message carry the state
+changes of many agents (a tenant's agents change state a few times a minute each, far
+below what one partition takes). Quality inputs go by tenant and call (QA: with the agents).
 
 A message value is a JSON array of events that share the key, in the order they arrived,
 so the per-message cost of the consumer is paid once per batch, not once per event.
@@ -43,7 +45,7 @@ def event_key(event: Event) -> bytes:
     if isinstance(event, CallLegEvent):
         return _key.encode([event.tenant_id, "q", event.queue_id])
     if isinstance(event, AgentStateChanged | QaEvaluated):
-        return _key.encode([event.tenant_id, "a", event.agent_id])
+        return _key.encode([event.tenant_id, "a"])
     return _key.encode([event.tenant_id, "c", event.call_id])
 
 

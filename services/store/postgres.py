@@ -41,7 +41,6 @@ from .records import (
     SCALAR_COUNTER_FIELDS,
     STATE_FIELDS,
     LegRecord,
-    counters_row,
     leg_record,
 )
 from .tenancy import MAX_PAGE, AccessRecord, KeyGrants, QueueRecord, SurveyRecord, TenantRecord
@@ -576,11 +575,20 @@ class Rows:
         return rows
 
     def add(self, centre: Centre, shard: int, legs: Iterable[LegKey], queue_snapshots: bool,
-            snapshot_queues: Iterable[tuple[str, str]] = ()) -> None:  # fmt: skip
+            snapshot_queues: Iterable[tuple[str, str]] = (),
+            written: dict[LegKey, int] | None = None) -> None:  # fmt: skip
+        """Rows of `centre`'s dirty buckets, `legs`, agents and (optionally) queue snapshots.
+        `written` maps each leg to the `leg_at` of its row in the store, where known, and is
+        kept up to date (None: unknown, every leg row is checked for an older copy)."""
         restated = centre.restated
         for k in centre.dirty_queue:
             c = centre.queue_buckets[k]
-            self.queue.append((*k, *counters_row(c), k in restated))
+            self.queue.append((
+                *k, *(getattr(c, f) for f in SCALAR_COUNTER_FIELDS),
+                "{" + ",".join(map(str, c.hist_answered)) + "}",
+                "{" + ",".join(map(str, c.hist_abandoned)) + "}",
+                k in restated,
+            ))  # fmt: skip
         for k in centre.dirty_agent:
             a = centre.agent_buckets[k]
             self.agent.append((*k, shard, *(getattr(a, f) for f in AGENT_FIELDS)))
@@ -590,7 +598,14 @@ class Rows:
         for key in legs:
             leg = centre.legs.get(key)
             if leg is not None:
-                self.legs.append((*msgspec.structs.astuple(leg_record(leg)), leg.first_at))
+                if written is None:
+                    moved = True
+                else:
+                    before = written.get(key)
+                    moved = before is not None and before != leg.first_at
+                    written[key] = leg.first_at
+                record = msgspec.structs.astuple(leg_record(leg))
+                self.legs.append((*record, leg.first_at, moved))
         for tenant, agent in centre.dirty_agents:
             current = centre.timelines[(tenant, agent)].current
             if current is not None:
@@ -625,12 +640,13 @@ class Rows:
 
 _Q_STAGE_COLS = ["tenant_id", "queue_id", "minute_ms", *SCALAR_COUNTER_FIELDS,
                  "hist_answered", "hist_abandoned", "restated"]  # fmt: skip
-_LEG_STAGE_COLS = [*LEG_COLUMNS, "leg_at_ms"]
+_LEG_STAGE_COLS = [*LEG_COLUMNS, "leg_at_ms", "moved"]
+_GONE_COLS = ["partition", "tenant_id", "call_id", "queue_id", "visit"]
 
 _STAGE_DDL: Final = [
     f"CREATE TEMP TABLE IF NOT EXISTS stage_queue (tenant_id text, queue_id text,"
     f" minute_ms bigint, {', '.join(f'{f} bigint' for f in SCALAR_COUNTER_FIELDS)},"
-    " hist_answered bigint[], hist_abandoned bigint[], restated boolean) ON COMMIT DELETE ROWS",
+    " hist_answered text, hist_abandoned text, restated boolean) ON COMMIT DELETE ROWS",
     f"CREATE TEMP TABLE IF NOT EXISTS stage_agent (tenant_id text, agent_id text,"
     f" minute_ms bigint, shard integer, {', '.join(f'{f} bigint' for f in AGENT_FIELDS)})"
     " ON COMMIT DELETE ROWS",
@@ -640,7 +656,7 @@ _STAGE_DDL: Final = [
     " visit integer, queued_at_ms bigint, priority integer, caller_key text, outcome text,"
     " outcome_at_ms bigint, wait_ms bigint, agent_id text, flow_out_reason text,"
     " transferred_at_ms bigint, handled_at_ms bigint, talk_ms bigint, hold_ms bigint,"
-    " wrap_ms bigint, anomalies text, leg_at_ms bigint) ON COMMIT DELETE ROWS",
+    " wrap_ms bigint, anomalies text, leg_at_ms bigint, moved boolean) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE IF NOT EXISTS stage_leg_state (partition integer, tenant_id text,"
     " call_id text, queue_id text, visit integer, state bytea) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE IF NOT EXISTS stage_leg_gone (partition integer, tenant_id text,"
@@ -660,7 +676,8 @@ _MERGE: Final = {
         _Q_STAGE_COLS,
         f"INSERT INTO queue_buckets (tenant_id, queue_id, bucket,"
         f" {', '.join(_Q_STAGE_COLS[3:])}) SELECT tenant_id, queue_id, {_TS.format('minute_ms')},"
-        f" {', '.join(_Q_STAGE_COLS[3:])} FROM stage_queue"
+        f" {', '.join(SCALAR_COUNTER_FIELDS)}, hist_answered::bigint[], hist_abandoned::bigint[],"
+        " restated FROM stage_queue"
         f" ON CONFLICT (tenant_id, queue_id, bucket) DO UPDATE SET {_set(_Q_STAGE_COLS[3:])};"
         " INSERT INTO known_queues (tenant_id, queue_id) SELECT DISTINCT tenant_id, queue_id"
         " FROM stage_queue ON CONFLICT DO NOTHING",
@@ -684,8 +701,9 @@ _MERGE: Final = {
     "legs": (
         "stage_legs",
         _LEG_STAGE_COLS,
-        # A leg's earliest event may move earlier: drop its row under the later instant.
-        "DELETE FROM legs l USING stage_legs s WHERE l.tenant_id = s.tenant_id"
+        # A leg's earliest event may move earlier: drop its row under the later instant
+        # (`moved`: the writer saw it move, or does not know what it wrote before).
+        "DELETE FROM legs l USING stage_legs s WHERE s.moved AND l.tenant_id = s.tenant_id"
         " AND l.call_id = s.call_id AND l.queue_id = s.queue_id AND l.visit = s.visit"
         f" AND l.leg_at > {_TS.format('s.leg_at_ms')}"
         f" AND l.leg_at <= {_TS.format('s.leg_at_ms')} + interval '2 days';"
@@ -723,37 +741,33 @@ _MERGE: Final = {
 }  # fmt: skip
 
 
-_ESCAPE: Final = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
-
-
-def _copy_field(value: Any) -> str:
-    """One value in COPY's text format (what psycopg's `write_row` does, 3x faster here)."""
-    kind = type(value)
-    if kind is int:
-        return str(value)
-    if kind is str:
-        return str(value).translate(_ESCAPE)
-    if value is None:
-        return "\\N"
-    if kind is bool:
-        return "t" if value else "f"
-    if kind is list:
-        return "{" + ",".join(map(str, value)) + "}"
-    if kind is bytes:
-        return "\\\\x" + bytes(value).hex()
-    raise TypeError(f"no COPY text form for {kind.__name__}")
-
-
-def copy_text(rows: Iterable[Sequence[Any]]) -> bytes:
-    """Rows in COPY's text format, ready for `copy.write`."""
-    field = _copy_field
-    return "".join("\t".join(map(field, row)) + "\n" for row in rows).encode()
+# Column types of the staging tables, for binary COPY (psycopg's C row encoder).
+_INT8, _INT4, _TEXT = "int8", "int4", "text"
+_COPY_TYPES: Final = {
+    "stage_queue": [_TEXT, _TEXT, _INT8, *[_INT8] * len(SCALAR_COUNTER_FIELDS),
+                    _TEXT, _TEXT, "bool"],
+    "stage_agent": [_TEXT, _TEXT, _INT8, _INT4, *[_INT8] * len(AGENT_FIELDS)],
+    "stage_state": [_TEXT, _TEXT, _INT8, *[_INT8] * len(STATE_FIELDS)],
+    "stage_legs": [_TEXT, _TEXT, _TEXT, _INT4, _INT8, _INT4, _TEXT, _TEXT, _INT8, _INT8, _TEXT,
+                   _TEXT, _INT8, _INT8, _INT8, _INT8, _INT8, _TEXT, _INT8, "bool"],
+    "stage_leg_state": [_INT4, _TEXT, _TEXT, _TEXT, _INT4, "bytea"],
+    "stage_leg_gone": [_INT4, _TEXT, _TEXT, _TEXT, _INT4],
+    "stage_timeline_state": [_INT4, _TEXT, _TEXT, "bytea"],
+}  # fmt: skip
 
 
 def _copy_statement(stage: str, columns: Sequence[str]) -> sql.Composed:
-    return sql.SQL("COPY {} ({}) FROM STDIN").format(
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(stage), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
+
+
+async def _copy_rows(copy: psycopg.AsyncCopy, rows: Sequence[Sequence[Any]]) -> None:
+    """`write_row` for many rows with one await per buffer, not one per row."""
+    write_row = copy.formatter.write_row
+    chunks = [chunk for chunk in map(write_row, rows) if chunk]
+    if chunks:
+        await copy.write(b"".join(chunks))
 
 
 def _merge_sync(cur: psycopg.Cursor[Any], rows: Rows) -> int:
@@ -767,7 +781,9 @@ def _merge_sync(cur: psycopg.Cursor[Any], rows: Rows) -> int:
             cur.executemany(merge.encode(), data)
             continue
         with cur.copy(_copy_statement(stage, columns)) as copy:
-            copy.write(copy_text(data))
+            copy.set_types(_COPY_TYPES[stage])
+            for row in data:
+                copy.write_row(row)
         for statement in merge.split("; "):
             cur.execute(statement.encode())
     return len(rows)
@@ -782,7 +798,8 @@ async def _merge_async(cur: psycopg.AsyncCursor[Any], rows: Rows) -> int:
             await cur.executemany(merge.encode(), data)
             continue
         async with cur.copy(_copy_statement(stage, columns)) as copy:
-            await copy.write(copy_text(data))
+            copy.set_types(_COPY_TYPES[stage])
+            await _copy_rows(copy, data)
         for statement in merge.split("; "):
             await cur.execute(statement.encode())
     return len(rows)
@@ -814,6 +831,7 @@ class PartitionWrite:
     gone_legs: set[LegKey]
     snapshot_queues: set[tuple[str, str]]
     surveys: list[SurveyRecord] = field(default_factory=list)
+    written: dict[LegKey, int] | None = None  # see `Rows.add`
 
 
 @dataclass
@@ -838,7 +856,7 @@ def prepare(part: PartitionWrite) -> Prepared:
     """Snapshot one partition's changes (see `Prepared`); pure CPU, no I/O."""
     centre, p = part.centre, part.partition
     rows = Rows()
-    rows.add(centre, p, part.legs, True, part.snapshot_queues)
+    rows.add(centre, p, part.legs, True, part.snapshot_queues, part.written)
     rows.surveys = [msgspec.structs.astuple(x) for x in part.surveys]
     legs = centre.legs
     leg_state = [(p, *key, _msgpack.encode(legs[key])) for key in part.legs if key in legs]
@@ -980,8 +998,9 @@ class PartitionWriter:
         key = "tenant_id, call_id, queue_id, visit"
         # Deletes first: a leg evicted and then begun again under the same key is kept.
         if gone:
-            async with cur.copy(f"COPY stage_leg_gone (partition, {key}) FROM STDIN".encode()) as c:
-                await c.write(copy_text(gone))
+            async with cur.copy(_copy_statement("stage_leg_gone", _GONE_COLS)) as c:
+                c.set_types(_COPY_TYPES["stage_leg_gone"])
+                await _copy_rows(c, gone)
             await cur.execute(
                 "DELETE FROM aggregator_legs a USING stage_leg_gone g WHERE a.topic = %s"
                 " AND a.partition = g.partition AND a.tenant_id = g.tenant_id"
@@ -989,10 +1008,9 @@ class PartitionWriter:
                 (self.topic,),
             )
         if legs:
-            async with cur.copy(
-                f"COPY stage_leg_state (partition, {key}, state) FROM STDIN".encode()
-            ) as c:
-                await c.write(copy_text(legs))
+            async with cur.copy(_copy_statement("stage_leg_state", [*_GONE_COLS, "state"])) as c:
+                c.set_types(_COPY_TYPES["stage_leg_state"])
+                await _copy_rows(c, legs)
             await cur.execute(
                 f"INSERT INTO aggregator_legs (topic, partition, {key}, state)"
                 f" SELECT %s, partition, {key}, state FROM stage_leg_state"
@@ -1000,10 +1018,10 @@ class PartitionWriter:
                 (self.topic,),
             )
         if timelines:
-            async with cur.copy(
-                b"COPY stage_timeline_state (partition, tenant_id, agent_id, state) FROM STDIN"
-            ) as c:
-                await c.write(copy_text(timelines))
+            columns = ["partition", "tenant_id", "agent_id", "state"]
+            async with cur.copy(_copy_statement("stage_timeline_state", columns)) as c:
+                c.set_types(_COPY_TYPES["stage_timeline_state"])
+                await _copy_rows(c, timelines)
             await cur.execute(
                 "INSERT INTO aggregator_timelines (topic, partition, tenant_id, agent_id, state)"
                 " SELECT %s, partition, tenant_id, agent_id, state FROM stage_timeline_state"
