@@ -19,7 +19,7 @@ from typing import Any, Final
 import msgspec
 
 from .agents import Change, Timeline
-from .counters import AgentCounters, Counters, StateTime, wait_bin
+from .counters import STATE_FIELD, AgentCounters, Counters, StateTime, wait_bin
 from .events import AgentStateChanged, CallLegEvent, Event, QaEvaluated, SurveyCompleted
 from .leg import (
     ABANDONED,
@@ -301,6 +301,11 @@ class Centre:
         self.dirty_agents.add(tkey)
         start, end = span
         tenant, agent = event.tenant_id, event.agent_id
+        if timeline.changes[-1] is change and len(timeline.changes) > 1:
+            # The usual case, a change after all others: it closes the open segment and
+            # alters nothing else, so its pieces are added to the minutes they fall in.
+            self._close_segment(tenant, agent, timeline.changes[-2].state, start, end)
+            return APPLIED
         for minute, value in timeline.state_times(max(start, self.evicted_until_ms), end).items():
             ak = (tenant, agent, minute)
             if value == _NO_TIME and ak not in self.state_buckets:
@@ -308,6 +313,22 @@ class Centre:
             self.state_buckets[ak] = value
             self.dirty_state.add(ak)
         return APPLIED
+
+    def _close_segment(self, tenant: str, agent: str, state: str, start: int, end: int) -> None:
+        """Add the time of one segment [start, end) in `state` to its minutes."""
+        field = STATE_FIELD[state]
+        start = max(start, self.evicted_until_ms)
+        buckets = self.state_buckets
+        while start < end:
+            minute = start - start % MINUTE_MS
+            piece = min(end, minute + MINUTE_MS) - start
+            ak = (tenant, agent, minute)
+            bucket = buckets.get(ak)
+            if bucket is None:
+                bucket = buckets[ak] = StateTime()
+            setattr(bucket, field, getattr(bucket, field) + piece)
+            self.dirty_state.add(ak)
+            start += piece
 
     # -- reading ----------------------------------------------------------------------
 
