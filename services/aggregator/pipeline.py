@@ -110,7 +110,7 @@ class PipelineConfig:
     core: Settings
     flush_interval_s: float = 0.5
     evict_interval_s: float = 10.0
-    evict_every_ms: int = 60_000
+    evict_every_ms: int = 15 * 60_000
     heartbeat_interval_s: float = 1.0
     republish_interval_s: float = 60.0
     max_pending: int = 200_000
@@ -477,14 +477,11 @@ class Pipeline:
             ):
                 continue
             part.evicted_at_ms = centre.max_seen_ms
-            before = set(centre.legs)
             evicted = centre.evict()
-            if evicted:
-                gone = before.difference(centre.legs)
-                part.gone |= gone
-                for key in gone:
-                    part.written.pop(key, None)
-            part.timelines |= set(centre.timelines)
+            part.gone.update(evicted.legs)
+            for key in evicted.legs:
+                part.written.pop(key, None)
+            part.timelines.update(evicted.timelines)
             part.meta_dirty = True
 
     # -- snapshots ------------------------------------------------------------------

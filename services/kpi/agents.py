@@ -93,14 +93,13 @@ class Timeline(msgspec.Struct, kw_only=True):
         overlap = end - max(last.at, start)
         return (last.state, overlap) if overlap > 0 else None
 
-    def evict_before(self, cutoff_ms: int) -> None:
-        """Forget changes before `cutoff_ms`, keeping the last one (it sets the state after)."""
-        keep_from = 0
-        for i, change in enumerate(self.changes):
-            if change.at < cutoff_ms:
-                keep_from = i
+    def evict_before(self, cutoff_ms: int) -> bool:
+        """Forget changes before `cutoff_ms`, keeping the last one (it sets the state
+        after); True when any was forgotten."""
+        keep_from = max(0, bisect_left(self.changes, cutoff_ms, key=_at) - 1)
         if keep_from:
             del self.changes[:keep_from]
+        return keep_from > 0
 
 
 def _at(change: Change) -> int:

@@ -61,6 +61,13 @@ class Stats(msgspec.Struct, kw_only=True):
     ignored: int = 0
 
 
+class Evicted(msgspec.Struct):
+    """What one `Centre.evict` removed: legs, and agents whose timelines lost changes."""
+
+    legs: list[LegKey]
+    timelines: list[tuple[str, str]] = []
+
+
 OFFERED_PART: Final = 0
 OUTCOME_PART: Final = 1
 HANDLE_PART: Final = 2
@@ -346,8 +353,8 @@ class Centre:
 
     # -- bounding memory --------------------------------------------------------------
 
-    def evict(self) -> int:
-        """Forget what no acceptable event can change any more; returns legs evicted.
+    def evict(self) -> Evicted:
+        """Forget what no acceptable event can change any more; returns what it removed.
 
         Call only after the dirty buckets were written: evicted buckets live on in the store.
         Invariant: every bucket still in memory starts after the last event of every evicted
@@ -365,9 +372,10 @@ class Centre:
             waiting = self.waiting.get((leg.tenant_id, leg.queue_id))
             if waiting is not None:
                 waiting.discard(key)
+        evicted = Evicted(legs=gone)
         until = minute_of(cutoff) + MINUTE_MS
         if until <= self.evicted_until_ms:
-            return len(gone)
+            return evicted
         self.evicted_until_ms = until
         for mapping in (
             self.queue_buckets,
@@ -376,9 +384,10 @@ class Centre:
         ):
             for k in [k for k in mapping if k[2] < until]:
                 del mapping[k]
-        for timeline in self.timelines.values():
-            timeline.evict_before(cutoff)
-        return len(gone)
+        for agent_key, timeline in self.timelines.items():
+            if timeline.evict_before(cutoff):
+                evicted.timelines.append(agent_key)
+        return evicted
 
     # -- checkpoints ------------------------------------------------------------------
 

@@ -591,10 +591,10 @@ class Rows:
             ))  # fmt: skip
         for k in centre.dirty_agent:
             a = centre.agent_buckets[k]
-            self.agent.append((*k, shard, *(getattr(a, f) for f in AGENT_FIELDS)))
+            self.agent.append((*k, shard, *msgspec.structs.astuple(a)))  # AGENT_FIELDS order
         for k in centre.dirty_state:
             s = centre.state_buckets[k]
-            self.state.append((*k, *(getattr(s, f) for f in STATE_FIELDS)))
+            self.state.append((*k, *msgspec.structs.astuple(s)))  # STATE_FIELDS order
         for key in legs:
             leg = centre.legs.get(key)
             if leg is not None:
