@@ -273,7 +273,7 @@ def run(settings: AggregatorSettings, log_level: str) -> int:
 
     registry = CollectorRegistry()
     if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     app, _, _ = build_app(settings, registry, log_level.upper())
     worker = Worker(app, loglevel=log_level.lower(), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -78,6 +78,10 @@ class AggregatorSettings(_Base):
         default=None, ge=0, le=65535, description="Faust's web server (off)"
     )
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address of the /metrics server (0.0.0.0 inside a container network)",
+    )
 
 
 class ApiSettings(IngestSettings):
