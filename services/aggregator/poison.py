@@ -2,7 +2,9 @@
 
 A poison record may come from any producer, so nothing in it is trusted to be free of
 personal data: only a short allow-list of identifying fields is kept, and even in those,
-runs of six or more digits (a phone number hiding in a call id) are masked. Everything
+six or more digits in a row, also when spaced or punctuated as phone numbers are written
+("+44 20 7946 0958", "(020) 7946-0958"), are masked: a phone number hiding in a call id.
+A well-formed `occurred_at` timestamp is kept as it is. Everything
 else, caller numbers and keys included, is replaced by "<redacted>". A body that is not
 JSON at all is reduced to its length and SHA-256.
 """
@@ -19,7 +21,10 @@ _KEEP: Final = frozenset(
     {"schema_version", "event_id", "event_type", "occurred_at", "tenant_id", "source",
      "queue_id", "call_id", "visit", "agent_id", "team_id", "state", "reason", "priority"}
 )  # fmt: skip
-_DIGITS: Final = re.compile(r"\d{6,}")
+_DIGITS: Final = re.compile(r"\d(?:[ ().\-/]{0,3}\d){5,}")
+_TIMESTAMP: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})?"
+)
 REDACTED: Final = "<redacted>"
 
 
@@ -45,6 +50,10 @@ def _mask(value: Any) -> Any:
     return REDACTED
 
 
+def _is_timestamp(value: Any) -> bool:
+    return isinstance(value, str) and _TIMESTAMP.fullmatch(value) is not None
+
+
 def redact(raw: bytes) -> Any:
     """The allow-listed fields of a JSON object (masked), else a placeholder."""
     try:
@@ -52,7 +61,11 @@ def redact(raw: bytes) -> Any:
     except msgspec.DecodeError:
         return REDACTED
     if isinstance(decoded, dict):
-        return {k: (_mask(v) if k in _KEEP else REDACTED) for k, v in decoded.items()}
+        return {
+            k: (v if k == "occurred_at" and _is_timestamp(v) else _mask(v))
+            if k in _KEEP else REDACTED
+            for k, v in decoded.items()
+        }  # fmt: skip
     if isinstance(decoded, list):
         return [redact(msgspec.json.encode(item)) for item in decoded[:1000]]
     return REDACTED

@@ -33,7 +33,7 @@ def prepare(
     body: bytes, tenant_id: str | None, caller_secret: bytes, max_events: int
 ) -> tuple[list[Event], list[EventError]]:
     """Decode a JSON array or NDJSON body for a key scoped to `tenant_id` (None: any)."""
-    parts = split_batch(body)
+    parts = split_batch(body, max_events)
     if isinstance(parts, EventError):
         return [], [parts]
     if len(parts) > max_events:

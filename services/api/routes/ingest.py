@@ -33,6 +33,7 @@ class IngestResult(BaseModel):
     responses={
         **ERROR_RESPONSES,
         413: {"model": ErrorResponse, "description": "body too large"},
+        415: {"model": ErrorResponse, "description": "not a JSON or NDJSON body in UTF-8"},
         422: {"model": IngestResult, "description": "no valid event: each rejection's reason"},
         503: {
             "model": ErrorResponse,
@@ -60,6 +61,7 @@ async def post_events(
     if who.role not in ("admin", "ingest"):
         raise ApiError(403, "forbidden", f"a {who.role} key may not send events")
     metrics = request.app.state.ingest_metrics
+    _check_content_type(request.headers.get("content-type"))
     body = await _read_body(request, config.max_body_bytes)
     events, errors = prepare(
         body, who.tenant_id, config.caller_key_secret, config.max_events_per_request
@@ -78,6 +80,30 @@ async def post_events(
     metrics.accepted.inc(new)
     metrics.duplicates.inc(len(events) - new)
     return IngestResult(accepted=new, duplicates=len(events) - new, rejected=rejections)
+
+
+# JSON, NDJSON under its usual names, and text/plain; no content type at all is read as JSON.
+JSON_TYPES = frozenset(
+    {"application/json", "application/x-ndjson", "application/ndjson", "application/jsonl",
+     "application/x-jsonlines", "application/jsonlines", "text/plain"}
+)  # fmt: skip
+
+
+def _check_content_type(header: str | None) -> None:
+    """415 for a body declared as something else than JSON or NDJSON in UTF-8 (a form, a
+    file upload, UTF-16): better a clear refusal than a list of puzzling decode errors."""
+    if header is None:
+        return
+    media_type, *params = (part.strip().lower() for part in header.split(";"))
+    charsets = [p.partition("=")[2].strip('"') for p in params if p.startswith("charset=")]
+    if media_type not in JSON_TYPES and not media_type.endswith("+json"):
+        raise ApiError(
+            415, "unsupported_media_type",
+            f"Content-Type {media_type!r} is not accepted: send application/json (an array "
+            "of events) or application/x-ndjson (one event per line)",
+        )  # fmt: skip
+    if any(charset not in ("utf-8", "utf8") for charset in charsets):
+        raise ApiError(415, "unsupported_media_type", "the body must be UTF-8 (charset=utf-8)")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
