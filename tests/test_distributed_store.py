@@ -131,6 +131,27 @@ def test_writes_are_absolute_and_a_claim_restores_the_state(pg_url: str) -> None
         store.close()
 
 
+def test_a_restated_bucket_stays_flagged_when_rewritten(pg_url: str) -> None:
+    """A late event's restatement is not unflagged by a later on-time write of the bucket."""
+    migrate(pg_url, timescale=False)
+    writer = PartitionWriter(pg_url, "events", SETTINGS)
+    key = ("t", "q", 60_000)
+    try:
+        asyncio.run(writer.claim(0))
+        centre = Centre(SETTINGS)
+        for offset, (offered, restated) in enumerate(((1, True), (2, False))):
+            centre.queue_buckets[key] = Counters(offered=offered)
+            centre.dirty_queue.add(key)
+            if restated:
+                centre.restated.add(key)
+            write(writer, 1, offset, centre, (set(), set(), set()))
+    finally:
+        asyncio.run(writer.close())
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute("SELECT offered, restated FROM queue_buckets").fetchall()
+    assert row == [(2, True)]
+
+
 def test_a_fenced_writer_writes_nothing(pg_url: str) -> None:
     migrate(pg_url, timescale=False)
     events = decoded(recorded_events(3))

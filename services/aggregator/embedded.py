@@ -53,6 +53,9 @@ class EmbeddedAggregator:
         else:
             self.offset, state = saved
             self.centre = Centre.restore(state, config.core)
+            # The count lives in the checkpoint: a restart continues it from there (the
+            # replay of the log past the checkpoint counts those events again, once).
+            metrics.quarantined.inc(self.centre.stats.quarantined)
         self.wake = asyncio.Event()
         self.last_flush = time.monotonic()
         self.last_checkpoint = time.monotonic()

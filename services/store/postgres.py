@@ -678,7 +678,9 @@ _MERGE: Final = {
         f" {', '.join(_Q_STAGE_COLS[3:])}) SELECT tenant_id, queue_id, {_TS.format('minute_ms')},"
         f" {', '.join(SCALAR_COUNTER_FIELDS)}, hist_answered::bigint[], hist_abandoned::bigint[],"
         " restated FROM stage_queue"
-        f" ON CONFLICT (tenant_id, queue_id, bucket) DO UPDATE SET {_set(_Q_STAGE_COLS[3:])};"
+        # A bucket once restated stays flagged when later (on-time) writes rewrite it.
+        f" ON CONFLICT (tenant_id, queue_id, bucket) DO UPDATE SET {_set(_Q_STAGE_COLS[3:-1])},"
+        " restated = queue_buckets.restated OR excluded.restated;"
         " INSERT INTO known_queues (tenant_id, queue_id) SELECT DISTINCT tenant_id, queue_id"
         " FROM stage_queue ON CONFLICT DO NOTHING",
     ),

@@ -116,7 +116,8 @@ class SqliteStore:
                 )  # fmt: skip
         with self._db:
             self._db.execute("BEGIN")
-            self._upsert("queue_buckets", 3, [*_QCOLS, "restated"], qrows)
+            # A bucket once restated stays flagged when later (on-time) writes rewrite it.
+            self._upsert("queue_buckets", 3, [*_QCOLS, "restated"], qrows, sticky=("restated",))
             self._upsert(
                 "agent_buckets", 3, ["tenant_id", "agent_id", "minute_ms", *AGENT_FIELDS], arows
             )
@@ -139,12 +140,19 @@ class SqliteStore:
                 )
         return len(qrows) + len(arows) + len(srows) + len(lrows)
 
-    def _upsert(self, table: str, key_len: int, columns: list[str], rows: Iterable[object]) -> None:
+    def _upsert(
+        self, table: str, key_len: int, columns: list[str], rows: Iterable[object],
+        sticky: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
+        """Insert or overwrite rows; a `sticky` column keeps the larger of old and new."""
         rows = list(rows)
         if not rows:
             return
         keys = ", ".join(columns[:key_len])
-        sets = ", ".join(f"{c} = excluded.{c}" for c in columns[key_len:])
+        sets = ", ".join(
+            f"{c} = MAX({table}.{c}, excluded.{c})" if c in sticky else f"{c} = excluded.{c}"
+            for c in columns[key_len:]
+        )
         marks = ", ".join("?" * len(columns))
         self._db.executemany(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
