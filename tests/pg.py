@@ -67,6 +67,22 @@ class PgServer:
         return bool(row and row[0])
 
 
+@dataclass(frozen=True)
+class LocalPgServer(PgServer):
+    """A throwaway cluster of this process, which a test may stop and start again (same
+    port and data directory), e.g. for a database outage."""
+
+    pg_ctl: tuple[str, ...] = ()  # pg_ctl -D <data> (and the start options)
+    options: str = ""
+    log: str = ""
+
+    def stop(self, mode: str = "fast") -> None:
+        _run([*self.pg_ctl, "-m", mode, "-w", "stop"])
+
+    def start(self) -> None:
+        _run([*self.pg_ctl, "-o", self.options, "-l", self.log, "-w", "-t", "60", "start"])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,7 +100,7 @@ def _run(args: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def throwaway_cluster() -> Iterator[PgServer]:
+def throwaway_cluster() -> Iterator[LocalPgServer]:
     """initdb + pg_ctl start in a temp dir; stopped (immediate) and removed afterwards."""
     for tool in ("initdb", "pg_ctl"):
         if not (PG_BIN / tool).exists():
@@ -113,7 +129,10 @@ def throwaway_cluster() -> Iterator[PgServer]:
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        yield PgServer(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", False)
+        yield LocalPgServer(
+            f"host=127.0.0.1 port={port} user=postgres dbname=postgres", False,
+            (str(PG_BIN / "pg_ctl"), "-D", str(data)), options, str(root / "log"),
+        )  # fmt: skip
     finally:
         with contextlib.suppress(RuntimeError):
             _run(stop)

@@ -16,9 +16,10 @@ acknowledges their source record.
 
 Writes overlap with consuming: a flush snapshots the changes into plain rows (`prepare`)
 and queues them; one background writer commits the queue in order, retrying a failed write
-(with backoff) before any later one, so the store only ever moves forward. The queue is
-bounded (`max_pending` records): a store that stays down stops the consumer, never the
-exactness.
+(with backoff) before any later one, so the store only ever moves forward. While a write
+fails, no further writes are queued: consuming goes on into the state, unacknowledged, up
+to `max_pending` records, and one write of the final values follows the store's return. A
+store that stays down stops the consumer, never the exactness.
 """
 
 from __future__ import annotations
@@ -378,6 +379,12 @@ class Pipeline:
         return True
 
     def _maybe_prepare(self) -> None:
+        # While a write fails (the store is down), changes gather in the state instead of
+        # in more queued writes: consuming goes on up to `max_pending` records, and the
+        # store gets one write of their final values when it is back.
+        if self.store_error is not None and self._queue:
+            self._start_writer()
+            return
         if time.monotonic() - self._last_flush >= self.config.flush_interval_s:
             self._prepare()
             self._start_writer()

@@ -13,9 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .backend import Backend
+from .backend import Backend, Unavailable
 from .deps import ApiConfig
-from .errors import ApiError, api_error, http_error, validation_error
+from .errors import ApiError, api_error, http_error, unavailable_error, validation_error
 from .metrics import IngestMetrics
 from .protection import protect
 from .routes import admin, audit, ingest, links, live, operations, pages, reports, stream, teams
@@ -65,6 +65,7 @@ def create_app(
     app.state.registry = registry
     app.state.ingest_metrics = IngestMetrics(registry)
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(Unavailable, unavailable_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     protect(app, backend, config)  # rate limits, body limits, the access log

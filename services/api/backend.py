@@ -24,6 +24,11 @@ class Unavailable(Exception):
         self.retry_after_s = retry_after_s
 
 
+class StoreUnavailable(Unavailable):
+    """The store cannot be reached (e.g. the database is down or restarting): answered
+    503 with Retry-After; live figures fall back to their last-known values, marked stale."""
+
+
 @dataclass(frozen=True)
 class Health:
     ok: bool

@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .backend import StoreUnavailable, Unavailable
+
 
 class ErrorBody(BaseModel):
     code: str
@@ -43,6 +45,13 @@ async def api_error(_: Request, exc: Exception) -> JSONResponse:
     return _response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
+async def unavailable_error(_: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After: a dependency (the store, the bus) is down for now."""
+    assert isinstance(exc, Unavailable)
+    code = "store_unavailable" if isinstance(exc, StoreUnavailable) else "unavailable"
+    return _response(503, code, str(exc), [], {"Retry-After": str(exc.retry_after_s)})
+
+
 async def validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = [
@@ -68,6 +77,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     429: {
         "model": ErrorResponse,
         "description": "too many requests for this API key; retry after Retry-After seconds",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+    },
+    503: {
+        "model": ErrorResponse,
+        "description": "the store is unreachable for now; retry after Retry-After seconds",
         "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
     },
 }

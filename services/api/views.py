@@ -92,6 +92,10 @@ class LiveView(BaseModel):
     queue_id: str
     as_of: datetime
     stale: bool = Field(description="true when the pipeline is behind or the store is failing")
+    windows_as_of: datetime = Field(
+        description="when the windows were read: before `as_of` while the store is unreachable"
+        " and their last-known values are served (then `stale` is true)"
+    )
     timezone: str
     gauges: GaugesView
     windows: list[WindowView]

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
+import psycopg
 from aiokafka import AIOKafkaConsumer
 
-from ..api.backend import Health, Unavailable
+from ..api.backend import Health, StoreUnavailable, Unavailable
 from ..bus.snapshots import AgentLive, PartitionLive, QueueLive, decode_snapshot
 from ..ingest.kafka import KafkaSink
 from ..kpi.agents import Change, Timeline
@@ -32,12 +33,15 @@ from ..kpi.leg import Fact, Leg
 from ..kpi.quality import ContactLeg
 from ..store.keys import ApiKey
 from ..store.links import WallboardLink
-from ..store.postgres import PostgresStore
+from ..store.postgres import PostgresStore, StoreError
 from ..store.tenancy import AccessRecord, KeyGrants, QueueRecord, SurveyRecord, TenantRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _key = msgspec.json.Decoder(list[Any])
+# Failures that mean "the database cannot be reached now", not "this request is wrong".
+_STORE_DOWN = (psycopg.OperationalError, psycopg.InterfaceError, StoreError)
+STORE_RETRY_AFTER_S = 5
 
 
 class LiveSnapshots:
@@ -149,14 +153,23 @@ class _Ttl:
         if hit is not None and now - hit[0] < self.ttl_s:
             value: T = hit[1]
             return value
-        value = load()
+        try:
+            value = load()
+        except StoreUnavailable:
+            if hit is None:
+                raise
+            last: T = hit[1]  # the last-known value while the store is unreachable
+            return last
         with self._lock:
             self._data[key] = (now, value)
         return value
 
     def forget(self, key: Any) -> None:
+        """Reload on the next `get` (the old value stays as the last-known one)."""
         with self._lock:
-            self._data.pop(key, None)
+            hit = self._data.get(key)
+            if hit is not None:
+                self._data[key] = (float("-inf"), hit[1])
 
 
 class DistributedBackend:
@@ -174,7 +187,21 @@ class DistributedBackend:
         self.stale_leg_ms = stale_leg_ms
         self._contracts = _Ttl(cache_ttl_s)
         self._queues = _Ttl(cache_ttl_s)
+        self._keys: dict[str, ApiKey] = {}  # last known, for while the store is unreachable
         self.store_error: str | None = None
+
+    def _store(self, call: Callable[..., T], *args: Any) -> T:
+        """`call(*args)` on the store; an unreachable store becomes `StoreUnavailable` (503
+        with Retry-After) and marks figures stale until the store answers again."""
+        try:
+            value = call(*args)
+        except _STORE_DOWN as exc:
+            self.store_error = f"{type(exc).__name__}: {exc}".strip()
+            raise StoreUnavailable(
+                f"the store is unreachable: {self.store_error}", STORE_RETRY_AFTER_S
+            ) from exc
+        self.store_error = None
+        return value
 
     async def ingest(self, events: list[Event]) -> int:
         if self.sink is None:
@@ -199,15 +226,15 @@ class DistributedBackend:
         return queue_gauges(waiting, timelines, queue_id, now_ms, self.stale_leg_ms)
 
     def buckets(self, tenant_id: str, queue_id: str, start_ms: int, end_ms: int) -> Counters:
-        return self.store.queue_total(tenant_id, queue_id, start_ms, end_ms)
+        return self._store(self.store.queue_total, tenant_id, queue_id, start_ms, end_ms)
 
     def bucket_map(
         self, tenant_id: str, queue_id: str, start_ms: int, end_ms: int
     ) -> dict[int, Counters]:
-        return self.store.queue_buckets(tenant_id, queue_id, start_ms, end_ms)
+        return self._store(self.store.queue_buckets, tenant_id, queue_id, start_ms, end_ms)
 
     def queues(self, tenant_id: str) -> list[str]:
-        stored = self._queues.get(tenant_id, lambda: self.store.queues(tenant_id))
+        stored = self._queues.get(tenant_id, lambda: self._store(self.store.queues, tenant_id))
         live = self.live.waiting_queues(tenant_id) if self.live is not None else []
         return sorted(set(stored).union(live))
 
@@ -218,10 +245,24 @@ class DistributedBackend:
         return queue_id in self.queues(tenant_id)
 
     def contracts(self, tenant_id: str) -> list[Contract]:
-        return self._contracts.get(tenant_id, lambda: self.store.contracts(tenant_id))
+        return self._contracts.get(tenant_id, lambda: self._store(self.store.contracts, tenant_id))
 
     def get_key(self, key_id: str) -> ApiKey | None:
-        return self.store.get_key(key_id)
+        try:
+            record = self._store(self.store.get_key, key_id)
+        except StoreUnavailable:
+            # While the store is down, a key seen before still authenticates (its secret is
+            # checked against the stored hash as always); revocations wait for the store.
+            if key_id in self._keys:
+                return self._keys[key_id]
+            raise
+        if record is not None:
+            if len(self._keys) >= 10_000:
+                self._keys.clear()
+            self._keys[key_id] = record
+        else:
+            self._keys.pop(key_id, None)
+        return record
 
     # -- live feed, agents and wallboard links ----------------------------------------
 
@@ -236,64 +277,68 @@ class DistributedBackend:
     def agent_counters(
         self, tenant_id: str, start_ms: int, end_ms: int
     ) -> dict[str, AgentCounters]:
-        return self.store.agent_totals(tenant_id, start_ms, end_ms)
+        return self._store(self.store.agent_totals, tenant_id, start_ms, end_ms)
 
     def state_times(self, tenant_id: str, start_ms: int, end_ms: int) -> dict[str, StateTime]:
-        return self.store.state_totals(tenant_id, start_ms, end_ms)
+        return self._store(self.store.state_totals, tenant_id, start_ms, end_ms)
 
     def put_link(self, link: WallboardLink) -> None:
-        self.store.put_link(link)
+        self._store(self.store.put_link, link)
 
     def get_link(self, link_id: str) -> WallboardLink | None:
-        return self.store.get_link(link_id)
+        return self._store(self.store.get_link, link_id)
 
     def links(self, tenant_id: str | None) -> list[WallboardLink]:
         return [
-            link for link in self.store.links() if tenant_id is None or tenant_id in link.tenants
+            link
+            for link in self._store(self.store.links)
+            if tenant_id is None or tenant_id in link.tenants
         ]
 
     # -- tenancy ----------------------------------------------------------------------
 
     def tenants(self) -> list[TenantRecord]:
-        return self.store.tenants()
+        return self._store(self.store.tenants)
 
     def put_tenant(self, tenant: TenantRecord) -> None:
-        self.store.put_tenant(tenant)
+        self._store(self.store.put_tenant, tenant)
 
     def declared_queues(self, tenant_id: str) -> list[QueueRecord]:
-        return self.store.declared_queues(tenant_id)
+        return self._store(self.store.declared_queues, tenant_id)
 
     def put_queue(self, queue: QueueRecord) -> None:
-        self.store.put_queue(queue)
+        self._store(self.store.put_queue, queue)
         self._queues.forget(queue.tenant_id)
 
     def put_contract(self, contract: Contract) -> None:
-        self.store.put_contract(contract)
+        self._store(self.store.put_contract, contract)
         self._contracts.forget(contract.tenant_id)
 
     def put_key(self, key: ApiKey, grants: KeyGrants | None = None) -> None:
-        self.store.put_key(key, grants)
+        self._store(self.store.put_key, key, grants)
 
     def key_grants(self, key_id: str) -> KeyGrants:
-        return self.store.key_grants(key_id)
+        return self._store(self.store.key_grants, key_id)
 
     def keys(self, tenant_id: str | None, after: str, limit: int) -> list[ApiKey]:
-        return self.store.keys(tenant_id, after, limit)
+        return self._store(self.store.keys, tenant_id, after, limit)
 
     def surveys(self, tenant_id: str, start_ms: int, end_ms: int) -> list[SurveyRecord]:
-        return self.store.surveys(tenant_id, start_ms, end_ms)
+        return self._store(self.store.surveys, tenant_id, start_ms, end_ms)
 
     def contact_legs(self, tenant_id: str, start_ms: int, end_ms: int) -> list[ContactLeg]:
-        return self.store.contact_legs(tenant_id, start_ms, end_ms)
+        return self._store(self.store.contact_legs, tenant_id, start_ms, end_ms)
 
     def record_access(self, records: list[AccessRecord]) -> None:
-        self.store.record_access(records)
+        self._store(self.store.record_access, records)
 
     def access_log(
         self, tenant_id: str | None, start_ms: int, end_ms: int, after_seq: int, limit: int,
         every_tenant: bool = False,
     ) -> list[AccessRecord]:  # fmt: skip
-        return self.store.access_log(tenant_id, start_ms, end_ms, after_seq, limit, every_tenant)
+        return self._store(
+            self.store.access_log, tenant_id, start_ms, end_ms, after_seq, limit, every_tenant
+        )
 
     async def watch_store(self, interval_s: float = 1.0) -> None:
         """Keep `store_error` current (health must not wait on a dead database)."""

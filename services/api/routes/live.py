@@ -1,6 +1,7 @@
 """Live and interval figures per queue."""
 
 import time
+import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -10,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from ...kpi.counters import merged
 from ...kpi.periods import local_days, span_intervals
 from ...kpi.windows import day_span, from_ms, interval_at, rolling, to_ms, today
-from ..backend import Backend
+from ..backend import Backend, StoreUnavailable
 from ..deps import (
     BackendDep,
     ConfigDep,
@@ -28,6 +29,7 @@ from ..views import (
     LiveView,
     QueueSummary,
     QueuesView,
+    WindowView,
     cached_window_view,
     gauges_view,
     window_view,
@@ -35,26 +37,45 @@ from ..views import (
 
 router = APIRouter()
 
+# Per backend and queue: the windows last read from the store and when (ms), served, marked
+# stale, while the store is unreachable.
+_Windows = dict[tuple[str, str], tuple[int, list[WindowView]]]
+_LAST_WINDOWS: weakref.WeakKeyDictionary[Backend, _Windows] = weakref.WeakKeyDictionary()
+
 
 def live_view(backend: Backend, tenant: str, queue: str, now_ms: int) -> LiveView:
     """The live snapshot of one queue at `now_ms`: the one serializer behind the live
-    endpoints, the SSE stream and the wallboard."""
+    endpoints, the SSE stream and the wallboard. Gauges come from live state; when the
+    store cannot be read, the windows are the last-known ones (`windows_as_of`, `stale`)."""
     contract = contract_for(backend, tenant, queue, now_ms)
     tz = contract.timezone
     spans = [(f"rolling_{m}m", rolling(now_ms, m)) for m in (5, 15, 30, 60)]
     spans.append(("interval", interval_at(now_ms, tz, contract.interval_min)))
     spans.append(("today", today(now_ms, tz)))
+    last = _LAST_WINDOWS.setdefault(backend, {})
+    try:
+        windows = [
+            cached_window_view(name, span, backend.buckets(tenant, queue, *span), contract)
+            for name, span in spans
+        ]
+    except StoreUnavailable:
+        if (tenant, queue) not in last:
+            raise
+        read_ms, windows = last[(tenant, queue)]
+    else:
+        read_ms = now_ms
+        if len(last) >= 10_000:
+            last.clear()
+        last[(tenant, queue)] = (now_ms, windows)
     return LiveView(
         tenant_id=tenant,
         queue_id=queue,
         as_of=from_ms(now_ms),
-        stale=backend.health().stale,
+        stale=backend.health().stale or read_ms < now_ms,
+        windows_as_of=from_ms(read_ms),
         timezone=tz,
         gauges=gauges_view(backend.gauges(tenant, queue, now_ms)),
-        windows=[
-            cached_window_view(name, span, backend.buckets(tenant, queue, *span), contract)
-            for name, span in spans
-        ],
+        windows=windows,
     )
 
 
