@@ -12,15 +12,19 @@ from .counters import STATE_FIELD, AgentCounters, StateTime
 from .leg import MINUTE_MS, minute_of
 
 
-class Change(msgspec.Struct, array_like=True, order=True):
-    """One `agent.state_changed`, ordered by (instant, event id) for a total order."""
+class Change(msgspec.Struct, array_like=True, order=True, gc=False):
+    """One `agent.state_changed`, ordered by (instant, event id) for a total order.
+
+    Immutable fields only (`queues` is a tuple, stored as the same array as a list): a
+    change can be in no reference cycle, so it needs no cyclic-GC tracking, and the
+    collector's passes do not walk the thousands of changes timelines hold."""
 
     at: int
     event_id: str
     state: str
     team_id: str
     reason: str | None
-    queues: list[str]
+    queues: tuple[str, ...]
 
 
 class Timeline(msgspec.Struct, kw_only=True):

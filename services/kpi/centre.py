@@ -13,8 +13,8 @@ events older than `max seen - horizon` are quarantined (counted, returned to the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Final
+from collections.abc import Callable, Iterable
+from typing import Final
 
 import msgspec
 
@@ -24,14 +24,16 @@ from .events import AgentStateChanged, CallLegEvent, Event, QaEvaluated, SurveyC
 from .leg import (
     ABANDONED,
     ANSWERED,
-    HANDLE_FACTS,
+    HANDLE_CHANGED,
     MINUTE_MS,
     NO_CONTRIBUTION,
     NOTHING,
-    QUEUE_FACTS,
+    OUTCOME_CHANGED,
     Contribution,
+    Handle,
     Leg,
     LegKey,
+    Outcome,
     minute_of,
     new_leg,
 )
@@ -74,67 +76,15 @@ HANDLE_PART: Final = 2
 TRANSFER_PART: Final = 3
 
 
-def part_keys(tenant: str, queue: str, index: int, part: Any) -> tuple[QKey, AKey | None]:
-    """The queue bucket and the agent bucket (if any) one contribution part counts in."""
-    minute = part[0]
-    if index == OFFERED_PART:
-        return (tenant, queue, minute), None
-    if index == OUTCOME_PART:
-        return (tenant, queue, minute), (tenant, part[3], minute) if part[1] == ANSWERED else None
-    return (tenant, queue, minute), (tenant, part[1], minute)
-
-
-def add_part(
-    index: int, part: Any, c: Counters | None, ac: AgentCounters | None, sign: int
-) -> bool:
-    """Add (sign 1) or take away (sign -1) one contribution part. Returns True when a
-    taken-away wait was the bucket's maximum, which then must be recomputed from the legs."""
-    if index == OFFERED_PART:
-        if c is not None:
-            c.offered += sign
-        return False
-    if index == OUTCOME_PART:
-        if ac is not None:
-            ac.answered += sign
-        if c is None:
-            return False
-        _, kind, wait, _ = part
-        if kind == ANSWERED:
-            c.answered += sign
-            c.wait_answered_ms += sign * wait
-            c.hist_answered[wait_bin(wait)] += sign
-            if sign > 0:
-                if wait > c.max_wait_answered_ms:
-                    c.max_wait_answered_ms = wait
-                return False
-            return bool(wait == c.max_wait_answered_ms)
-        if kind == ABANDONED:
-            c.abandoned += sign
-            c.wait_abandoned_ms += sign * wait
-            c.hist_abandoned[wait_bin(wait)] += sign
-            if sign > 0:
-                if wait > c.max_wait_abandoned_ms:
-                    c.max_wait_abandoned_ms = wait
-                return False
-            return bool(wait == c.max_wait_abandoned_ms)
-        c.flowed_out += sign
-        return False
-    if index == HANDLE_PART:
-        _, _, talk, hold, wrap = part
-        for x in (c, ac):
-            if x is not None:
-                x.handled += sign
-                x.talk_ms += sign * talk
-                x.hold_ms += sign * hold
-                x.wrap_ms += sign * wrap
-        return False
-    for x in (c, ac):
-        if x is not None:
-            x.transferred += sign
-    return False
-
-
 _NO_TIME: Final = StateTime()
+# A new state bucket holding `ms` in one state, by field name: one call, no setattr.
+_NEW_STATE_TIME: Final[dict[str, Callable[[int], StateTime]]] = {
+    "available_ms": lambda ms: StateTime(available_ms=ms),
+    "on_call_ms": lambda ms: StateTime(on_call_ms=ms),
+    "wrapup_ms": lambda ms: StateTime(wrapup_ms=ms),
+    "aux_ms": lambda ms: StateTime(aux_ms=ms),
+    "offline_ms": lambda ms: StateTime(offline_ms=ms),
+}
 
 
 class Centre:
@@ -142,6 +92,8 @@ class Centre:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
+        self._horizon_ms = self.settings.correction_horizon_ms
+        self._lateness_ms = self.settings.allowed_lateness_ms
         self.legs: dict[LegKey, Leg] = {}
         self.queue_buckets: dict[QKey, Counters] = {}
         self.agent_buckets: dict[AKey, AgentCounters] = {}
@@ -168,30 +120,34 @@ class Centre:
 
     def apply(self, event: Event, occurred_ms: int) -> str:
         """Fold one event in; returns APPLIED, DUPLICATE, QUARANTINED or IGNORED."""
-        if occurred_ms < self.accept_from_ms:
-            self.stats.quarantined += 1
+        # The same tests as `accept_from_ms` and `settings`, without a property call or
+        # attribute chains: this runs once per event.
+        max_seen = self.max_seen_ms
+        stats = self.stats
+        if occurred_ms < max_seen - self._horizon_ms or occurred_ms < self.evicted_until_ms:
+            stats.quarantined += 1
             return QUARANTINED
-        late = occurred_ms < self.max_seen_ms - self.settings.allowed_lateness_ms
-        if occurred_ms > self.max_seen_ms:
+        late = occurred_ms < max_seen - self._lateness_ms
+        if occurred_ms > max_seen:
             self.max_seen_ms = occurred_ms
-        if isinstance(event, CallLegEvent):
-            result = self._apply_leg(event, occurred_ms, late)
-        elif isinstance(event, AgentStateChanged):
+        if type(event) is AgentStateChanged:
             result = self._apply_agent(event, occurred_ms)
+        elif isinstance(event, CallLegEvent):
+            result = self._apply_leg(event, occurred_ms, late)
         elif isinstance(event, SurveyCompleted | QaEvaluated):
             result = IGNORED  # quality inputs are stored by adapters, not aggregated here
         else:  # pragma: no cover - the union is closed
             raise TypeError(type(event))
-        if result == QUARANTINED:
-            self.stats.quarantined += 1
-        elif result == APPLIED:
-            self.stats.applied += 1
+        if result == APPLIED:
+            stats.applied += 1
             if late:
-                self.stats.late += 1
+                stats.late += 1
+        elif result == QUARANTINED:
+            stats.quarantined += 1
         elif result == DUPLICATE:
-            self.stats.duplicates += 1
+            stats.duplicates += 1
         else:
-            self.stats.ignored += 1
+            stats.ignored += 1
         return result
 
     def _apply_leg(self, event: CallLegEvent, occurred_ms: int, late: bool) -> str:
@@ -206,24 +162,25 @@ class Centre:
         if changed == NOTHING:
             return APPLIED if leg.seen[-1] == event.event_id else DUPLICATE
         self.dirty_legs.add(key)
-        if changed == HANDLE_FACTS and leg.wrapup_ended is None:
+        if changed == HANDLE_CHANGED and leg.wrapup_ended is None:
             return APPLIED  # talk and hold only count once wrap-up has ended
         old = leg.contribution
-        new = leg.compute_contribution()
+        new = leg.recompute(changed)  # only the parts the new fact can change
         if before is not None and self._touches_evicted(old, new):
             self.legs[key] = before
             return QUARANTINED
         if new != old:
             leg.contribution = new
             self._restate(key, old, new, late)
-        if changed == QUEUE_FACTS:
+        if changed & OUTCOME_CHANGED:
             wait_key = (event.tenant_id, event.queue_id)
+            waiting = self.waiting.get(wait_key)
             if leg.waiting:
-                self.waiting.setdefault(wait_key, set()).add(key)
-            else:
-                waiting = self.waiting.get(wait_key)
-                if waiting is not None:
-                    waiting.discard(key)
+                if waiting is None:
+                    waiting = self.waiting[wait_key] = set()
+                waiting.add(key)
+            elif waiting is not None:
+                waiting.discard(key)
         return APPLIED
 
     def _touches_evicted(self, old: Contribution, new: Contribution) -> bool:
@@ -241,29 +198,91 @@ class Centre:
         was a bucket's maximum is taken away the maximum is recomputed from the legs.
         """
         tenant, _, queue, _ = key
-        for index in range(4):
-            before, after = old[index], new[index]
-            if before == after:
-                continue
-            for part, sign in ((before, -1), (after, 1)):
-                if part is None:
-                    continue
-                qk, ak = part_keys(tenant, queue, index, part)
-                c = self.queue_buckets.get(qk)
-                if c is None:
-                    c = self.queue_buckets[qk] = Counters()
-                self.dirty_queue.add(qk)
-                if late:
-                    self.restated.add(qk)
-                ac = None
-                if ak is not None:
-                    ac = self.agent_buckets.get(ak)
-                    if ac is None:
-                        ac = self.agent_buckets[ak] = AgentCounters()
-                    self.dirty_agent.add(ak)
-                if add_part(index, part, c, ac, sign):
-                    outcome: Any = part
-                    self._recompute_max(qk, outcome[1])
+        offered, new_offered = old[OFFERED_PART], new[OFFERED_PART]
+        if offered != new_offered:
+            if offered is not None:
+                self._queue_bucket((tenant, queue, offered[0]), late).offered -= 1
+            if new_offered is not None:
+                self._queue_bucket((tenant, queue, new_offered[0]), late).offered += 1
+        outcome, new_outcome = old[OUTCOME_PART], new[OUTCOME_PART]
+        if outcome != new_outcome:
+            if outcome is not None:
+                self._add_outcome(tenant, queue, outcome, -1, late)
+            if new_outcome is not None:
+                self._add_outcome(tenant, queue, new_outcome, 1, late)
+        handle, new_handle = old[HANDLE_PART], new[HANDLE_PART]
+        if handle != new_handle:
+            if handle is not None:
+                self._add_handle(tenant, queue, handle, -1, late)
+            if new_handle is not None:
+                self._add_handle(tenant, queue, new_handle, 1, late)
+        transfer, new_transfer = old[TRANSFER_PART], new[TRANSFER_PART]
+        if transfer != new_transfer:
+            for part, sign in ((transfer, -1), (new_transfer, 1)):
+                if part is not None:
+                    minute, agent = part
+                    self._queue_bucket((tenant, queue, minute), late).transferred += sign
+                    self._agent_bucket((tenant, agent, minute)).transferred += sign
+
+    def _queue_bucket(self, qk: QKey, late: bool) -> Counters:
+        """The queue bucket `qk` (created when missing), marked dirty (and restated)."""
+        c = self.queue_buckets.get(qk)
+        if c is None:
+            c = self.queue_buckets[qk] = Counters()
+        self.dirty_queue.add(qk)
+        if late:
+            self.restated.add(qk)
+        return c
+
+    def _agent_bucket(self, ak: AKey) -> AgentCounters:
+        """The agent bucket `ak` (created when missing), marked dirty."""
+        ac = self.agent_buckets.get(ak)
+        if ac is None:
+            ac = self.agent_buckets[ak] = AgentCounters()
+        self.dirty_agent.add(ak)
+        return ac
+
+    def _add_outcome(self, tenant: str, queue: str, part: Outcome, sign: int, late: bool) -> None:
+        """Add (sign 1) or take away (sign -1) a queue outcome. A taken-away wait that was
+        the bucket's maximum is recomputed from the legs."""
+        minute, kind, wait, agent = part
+        qk = (tenant, queue, minute)
+        c = self._queue_bucket(qk, late)
+        if kind == ANSWERED:
+            self._agent_bucket((tenant, agent, minute)).answered += sign
+            c.answered += sign
+            c.wait_answered_ms += sign * wait
+            c.hist_answered[wait_bin(wait)] += sign
+            if sign > 0:
+                if wait > c.max_wait_answered_ms:
+                    c.max_wait_answered_ms = wait
+            elif wait == c.max_wait_answered_ms:
+                self._recompute_max(qk, ANSWERED)
+        elif kind == ABANDONED:
+            c.abandoned += sign
+            c.wait_abandoned_ms += sign * wait
+            c.hist_abandoned[wait_bin(wait)] += sign
+            if sign > 0:
+                if wait > c.max_wait_abandoned_ms:
+                    c.max_wait_abandoned_ms = wait
+            elif wait == c.max_wait_abandoned_ms:
+                self._recompute_max(qk, ABANDONED)
+        else:
+            c.flowed_out += sign
+
+    def _add_handle(self, tenant: str, queue: str, part: Handle, sign: int, late: bool) -> None:
+        """Add (sign 1) or take away (sign -1) the handle time of a leg."""
+        minute, agent, talk, hold, wrap = part
+        c = self._queue_bucket((tenant, queue, minute), late)
+        c.handled += sign
+        c.talk_ms += sign * talk
+        c.hold_ms += sign * hold
+        c.wrap_ms += sign * wrap
+        ac = self._agent_bucket((tenant, agent, minute))
+        ac.handled += sign
+        ac.talk_ms += sign * talk
+        ac.hold_ms += sign * hold
+        ac.wrap_ms += sign * wrap
 
     def _recompute_max(self, qk: QKey, kind: int) -> None:
         """Recompute a bucket's maximum wait of one outcome kind from the legs in memory
@@ -288,31 +307,56 @@ class Centre:
             c.max_wait_abandoned_ms = best
 
     def _apply_agent(self, event: AgentStateChanged, occurred_ms: int) -> str:
-        tkey = (event.tenant_id, event.agent_id)
+        tenant, agent = event.tenant_id, event.agent_id
+        tkey = (tenant, agent)
         timeline = self.timelines.get(tkey)
         if timeline is None:
-            timeline = self.timelines[tkey] = Timeline(
-                tenant_id=event.tenant_id, agent_id=event.agent_id
-            )
+            timeline = self.timelines[tkey] = Timeline(tenant_id=tenant, agent_id=agent)
         change = Change(
             occurred_ms,
             event.event_id,
             event.state,
             event.team_id,
             event.reason,
-            list(event.queues),
+            tuple(event.queues),  # a copy: callers (the simulator) may share one list
         )
+        changes = timeline.changes
+        if changes and changes[-1] < change:
+            # The usual case, a change after all others (where `insert` would put it): it
+            # closes the open segment and alters nothing else, so the segment's pieces are
+            # added to the minutes they fall in.
+            last = changes[-1]
+            changes.append(change)
+            self.dirty_agents.add(tkey)
+            start = last.at
+            if start < self.evicted_until_ms:
+                start = self.evicted_until_ms
+            if start >= occurred_ms:
+                return APPLIED
+            field = STATE_FIELD[last.state]
+            make = _NEW_STATE_TIME[field]
+            buckets = self.state_buckets
+            dirty = self.dirty_state
+            minute = start - start % MINUTE_MS
+            while True:
+                following = minute + MINUTE_MS
+                stop = occurred_ms if occurred_ms < following else following
+                ak = (tenant, agent, minute)
+                bucket = buckets.get(ak)
+                if bucket is None:
+                    buckets[ak] = make(stop - start)
+                else:
+                    setattr(bucket, field, getattr(bucket, field) + stop - start)
+                dirty.add(ak)
+                if stop == occurred_ms:
+                    return APPLIED
+                start = minute = following
         span = timeline.insert(change)
         if span is None:
             return DUPLICATE
         self.dirty_agents.add(tkey)
         start, end = span
-        tenant, agent = event.tenant_id, event.agent_id
-        if timeline.changes[-1] is change and len(timeline.changes) > 1:
-            # The usual case, a change after all others: it closes the open segment and
-            # alters nothing else, so its pieces are added to the minutes they fall in.
-            self._close_segment(tenant, agent, timeline.changes[-2].state, start, end)
-            return APPLIED
+        # A change before others (or the first one): recompute the minutes it touched.
         for minute, value in timeline.state_times(max(start, self.evicted_until_ms), end).items():
             ak = (tenant, agent, minute)
             if value == _NO_TIME and ak not in self.state_buckets:
@@ -320,22 +364,6 @@ class Centre:
             self.state_buckets[ak] = value
             self.dirty_state.add(ak)
         return APPLIED
-
-    def _close_segment(self, tenant: str, agent: str, state: str, start: int, end: int) -> None:
-        """Add the time of one segment [start, end) in `state` to its minutes."""
-        field = STATE_FIELD[state]
-        start = max(start, self.evicted_until_ms)
-        buckets = self.state_buckets
-        while start < end:
-            minute = start - start % MINUTE_MS
-            piece = min(end, minute + MINUTE_MS) - start
-            ak = (tenant, agent, minute)
-            bucket = buckets.get(ak)
-            if bucket is None:
-                bucket = buckets[ak] = StateTime()
-            setattr(bucket, field, getattr(bucket, field) + piece)
-            self.dirty_state.add(ak)
-            start += piece
 
     # -- reading ----------------------------------------------------------------------
 

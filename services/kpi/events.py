@@ -197,7 +197,9 @@ def decode_event(raw: bytes, index: int = 0) -> Event | EventError:
             reason=f"unsupported schema_version {event.schema_version!r}; "
             f"supported: {SCHEMA_VERSION!r}",
         )
-    if b"\\u0000" in raw:  # rare: only then look for the field that holds it
+    # Rare: only then look for the field that holds it. `find(92)` (a backslash) is a memchr,
+    # several times cheaper than searching for the escape itself in every event.
+    if raw.find(92) != -1 and b"\\u0000" in raw:
         field = _nul_field(event)
         if field is not None:
             return EventError(

@@ -28,6 +28,7 @@ from .events import (
     CallAnswered,
     CallEnded,
     CallFlowedOut,
+    CallHoldEnded,
     CallHoldStarted,
     CallLegEvent,
     CallQueued,
@@ -41,9 +42,12 @@ MINUTE_MS: Final = 60_000
 LegKey = tuple[str, str, str, int]
 """(tenant_id, call_id, queue_id, visit)"""
 
+# What `Leg.apply` may have changed, as bits of the contribution parts (below).
 NOTHING: Final = 0
-QUEUE_FACTS: Final = 1
-HANDLE_FACTS: Final = 2
+OFFERED_CHANGED: Final = 1
+OUTCOME_CHANGED: Final = 2
+HANDLE_CHANGED: Final = 4
+TRANSFER_CHANGED: Final = 8
 
 ANSWERED: Final = 0
 ABANDONED: Final = 1
@@ -108,48 +112,47 @@ class Leg(msgspec.Struct, kw_only=True, gc=False):
         return (self.tenant_id, self.call_id, self.queue_id, self.visit)
 
     def apply(self, event: CallLegEvent, occurred_ms: int) -> int:
-        """Fold one event into the facts. Returns what may have changed: NOTHING (a
-        duplicate event id, or a repeated fact that lost to the one already kept),
-        QUEUE_FACTS (the queue outcome, waiting, offered) or HANDLE_FACTS (handle time)."""
-        if event.event_id in self.seen:
+        """Fold one event into the facts. Returns the contribution parts that may have
+        changed (`*_CHANGED` bits), or NOTHING for a duplicate event id or a repeated fact
+        that lost to the one already kept."""
+        event_id = event.event_id
+        seen = self.seen
+        if event_id in seen:
             return NOTHING
         # Tuples, not lists: a leg holds no GC-tracked container, which keeps the cyclic
         # collector's passes cheap when hundreds of thousands of legs are open.
-        self.seen += (event.event_id,)
+        self.seen = (*seen, event_id)
         if occurred_ms > self.last_at:
             self.last_at = occurred_ms
         if occurred_ms < self.first_at:
             self.first_at = occurred_ms
         kind = type(event)
-        name = _FACT_OF.get(kind)
-        if name is None:  # hold start or end
+        name, changes = _FACT_OF[kind]
+        if not name:  # hold start or end
             if kind is CallHoldStarted:
                 self.hold_starts = tuple(sorted((*self.hold_starts, occurred_ms)))
             else:
                 self.hold_ends = tuple(sorted((*self.hold_ends, occurred_ms)))
-            return HANDLE_FACTS
-        fact = Fact(occurred_ms, event.event_id)
+            return changes
         if kind is CallAnswered:
-            fact.detail = event.agent_id  # type: ignore[attr-defined]
+            detail: str = event.agent_id  # type: ignore[attr-defined]
         elif kind is CallFlowedOut:
-            fact.detail = event.reason  # type: ignore[attr-defined]
+            detail = event.reason  # type: ignore[attr-defined]
         elif kind is CallTransferred:
-            fact.detail = event.to_queue_id or event.to_agent_id or ""  # type: ignore[attr-defined]
-        if not self._keep(name, fact):
-            return NOTHING
-        if kind is CallQueued:
-            self.priority = event.priority  # type: ignore[attr-defined]
-            self.caller_key = event.caller_key  # type: ignore[attr-defined]
-        return HANDLE_FACTS if name in ("ended", "wrapup_ended") else QUEUE_FACTS
-
-    def _keep(self, name: str, fact: Fact) -> bool:
+            detail = event.to_queue_id or event.to_agent_id or ""  # type: ignore[attr-defined]
+        else:
+            detail = ""
+        fact = Fact(occurred_ms, event_id, detail)
         current: Fact | None = getattr(self, name)
         if current is not None:
             self.repeats += 1
             if not fact.beats(current):
-                return False
+                return NOTHING
         setattr(self, name, fact)
-        return True
+        if kind is CallQueued:
+            self.priority = event.priority  # type: ignore[attr-defined]
+            self.caller_key = event.caller_key  # type: ignore[attr-defined]
+        return changes
 
     # -- derived ---------------------------------------------------------------------
 
@@ -210,36 +213,71 @@ class Leg(msgspec.Struct, kw_only=True, gc=False):
 
     def compute_contribution(self) -> Contribution:
         """What this leg adds to bucket counters, given its facts now."""
-        offered: Offered | None = None
-        outcome: Outcome | None = None
-        handle: Handle | None = None
-        transfer: Transfer | None = None
+        return (self.offered(), self.outcome(), self.handle(), self.transfer())
+
+    def recompute(self, changed: int) -> Contribution:
+        """The contribution after `apply` returned `changed`: the parts it names are
+        computed again, the others are the current ones (the same objects)."""
+        offered, outcome, handle, transfer = self.contribution
+        if changed & OFFERED_CHANGED:
+            offered = self.offered()
+        if changed & OUTCOME_CHANGED:
+            outcome = self.outcome()
+        if changed & HANDLE_CHANGED:
+            handle = self.handle()
+        if changed & TRANSFER_CHANGED:
+            transfer = self.transfer()
+        return (offered, outcome, handle, transfer)
+
+    def offered(self) -> Offered | None:
         queued = self.queued
-        if queued is not None:
-            offered = (queued.at - queued.at % MINUTE_MS,)
-            ending = self.queue_ending()
-            if ending is not None:
-                kind, fact = ending
-                wait = fact.at - queued.at
-                outcome = (
-                    fact.at - fact.at % MINUTE_MS,
-                    kind,
-                    wait if wait > 0 else 0,
-                    fact.detail if kind == ANSWERED else "",
-                )
+        return None if queued is None else (queued.at - queued.at % MINUTE_MS,)
+
+    def outcome(self) -> Outcome | None:
+        queued = self.queued
+        if queued is None:
+            return None
         answered = self.answered
         if answered is not None:
-            if self.transferred is not None:
-                transfer = (minute_of(self.transferred.at), answered.detail)
-            if self.wrapup_ended is not None:
-                talk_end = self.talk_end()
-                assert talk_end is not None
-                talk_end = max(talk_end, answered.at)
-                hold = self.hold_ms(answered.at, talk_end) if self.hold_starts else 0
-                talk = talk_end - answered.at - hold
-                wrap = max(0, self.wrapup_ended.at - talk_end)
-                handle = (minute_of(self.wrapup_ended.at), answered.detail, talk, hold, wrap)
-        return (offered, outcome, handle, transfer)
+            wait = answered.at - queued.at
+            return (
+                answered.at - answered.at % MINUTE_MS,
+                ANSWERED,
+                wait if wait > 0 else 0,
+                answered.detail,
+            )
+        if self.abandoned is None and self.flowed_out is None and self.transferred is None:
+            return None  # still waiting (the usual case at `call.queued`)
+        ending = self.queue_ending()
+        assert ending is not None
+        kind, fact = ending
+        wait = fact.at - queued.at
+        return (fact.at - fact.at % MINUTE_MS, kind, wait if wait > 0 else 0, "")
+
+    def handle(self) -> Handle | None:
+        answered, wrapup_ended = self.answered, self.wrapup_ended
+        if answered is None or wrapup_ended is None:
+            return None
+        # `talk_end()`, inline: with wrap-up ended there always is one.
+        ended = self.ended if self.ended is not None else self.transferred
+        talk_end = wrapup_ended.at if ended is None else ended.at
+        if talk_end < answered.at:
+            talk_end = answered.at
+        hold = self.hold_ms(answered.at, talk_end) if self.hold_starts else 0
+        wrap = wrapup_ended.at - talk_end
+        return (
+            wrapup_ended.at - wrapup_ended.at % MINUTE_MS,
+            answered.detail,
+            talk_end - answered.at - hold,
+            hold,
+            wrap if wrap > 0 else 0,
+        )
+
+    def transfer(self) -> Transfer | None:
+        answered, transferred = self.answered, self.transferred
+        if answered is None or transferred is None:
+            return None
+        return (minute_of(transferred.at), answered.detail)
 
     def anomalies(self) -> dict[str, int]:
         """Counts of the rules above that this leg needed (empty for a clean leg)."""
@@ -270,14 +308,20 @@ class Leg(msgspec.Struct, kw_only=True, gc=False):
         return ending[0] != ANSWERED or self.wrapup_ended is not None
 
 
-_FACT_OF: Final[dict[type, str]] = {
-    CallQueued: "queued",
-    CallAnswered: "answered",
-    CallAbandoned: "abandoned",
-    CallFlowedOut: "flowed_out",
-    CallTransferred: "transferred",
-    CallEnded: "ended",
-    CallWrapupEnded: "wrapup_ended",
+# The fact each event establishes ("" for holds) and the parts it may change: the
+# offered part depends on `queued`; the outcome on `queued` and the endings (`answered`,
+# `abandoned`, `flowed_out`, `transferred`); handle time on `answered`, `transferred`,
+# `ended`, `wrapup_ended` and holds; the transfer part on `answered` and `transferred`.
+_FACT_OF: Final[dict[type, tuple[str, int]]] = {
+    CallQueued: ("queued", OFFERED_CHANGED | OUTCOME_CHANGED),
+    CallAnswered: ("answered", OUTCOME_CHANGED | HANDLE_CHANGED | TRANSFER_CHANGED),
+    CallAbandoned: ("abandoned", OUTCOME_CHANGED),
+    CallFlowedOut: ("flowed_out", OUTCOME_CHANGED),
+    CallTransferred: ("transferred", OUTCOME_CHANGED | HANDLE_CHANGED | TRANSFER_CHANGED),
+    CallEnded: ("ended", HANDLE_CHANGED),
+    CallWrapupEnded: ("wrapup_ended", HANDLE_CHANGED),
+    CallHoldStarted: ("", HANDLE_CHANGED),
+    CallHoldEnded: ("", HANDLE_CHANGED),
 }
 
 
