@@ -150,6 +150,13 @@ def test_a_restated_bucket_stays_flagged_when_rewritten(pg_url: str) -> None:
     with psycopg.connect(pg_url) as conn:
         row = conn.execute("SELECT offered, restated FROM queue_buckets").fetchall()
     assert row == [(2, True)]
+    store = PostgresStore(pg_url, pool_size=1)
+    try:  # what the intervals API marks
+        assert store.restated_minutes("t", "q", 0, 120_000) == {60_000}
+        assert store.restated_minutes("t", "q", 0, 60_000) == set()
+        assert store.restated_minutes("other", "q", 0, 120_000) == set()
+    finally:
+        store.close()
 
 
 def test_a_fenced_writer_writes_nothing(pg_url: str) -> None:

@@ -11,6 +11,7 @@ import msgspec
 
 from tests.conftest import Service
 from tests.factories import event_dict
+from tests.legs import Leg, leg_events
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
 
@@ -173,3 +174,35 @@ async def test_intervals_add_up_to_the_day_across_dst(service: Service) -> None:
     bad = await service.client.get(url, params=naive, headers=reader)
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
     assert json.loads(bad.text)["error"]["details"]
+
+
+async def test_intervals_mark_the_ones_a_late_event_restated(service: Service) -> None:
+    """A leg arriving after the allowed lateness (2 min), inside the correction horizon,
+    changes its past interval: that interval, and only that one, says it was restated."""
+    service.contract(tenant_id="late", queue_id="q", timezone="UTC", version=1)
+    admin = service.key(None, "admin")
+    start = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    on_time = [
+        Leg("late", f"c{n}", "q", start + timedelta(minutes=10 * n), "answered", 5_000)
+        for n in range(6)  # 09:00 ... 09:50, delivered in order
+    ]
+    r = await service.client.post("/v1/events", content=body(_events(on_time)), headers=admin)
+    assert r.json()["accepted"] == 12
+    await service.settle()
+    late = Leg("late", "c-late", "q", start + timedelta(minutes=17), "answered", 5_000)
+    r = await service.client.post("/v1/events", content=body(_events([late])), headers=admin)
+    assert r.json()["accepted"] == 2
+    await service.settle()
+    params = {"from": "2026-11-23T09:00:00Z", "to": "2026-11-23T10:00:00Z", "interval": "15m"}
+    r = await service.client.get(
+        "/v1/queues/q/intervals", params=params, headers=service.key("late", "client")
+    )
+    assert r.status_code == 200, r.text
+    intervals = r.json()["intervals"]
+    # 09:15-09:30 holds c2 (09:20) and the late leg (09:17), 33 minutes behind the newest.
+    assert [i["offered"] for i in intervals] == [2, 2, 2, 1]
+    assert [i["restated"] for i in intervals] == [False, True, False, False]
+
+
+def _events(legs: list[Leg]) -> list[dict[str, Any]]:
+    return [e for leg in legs for e in leg_events(leg)]

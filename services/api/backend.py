@@ -53,6 +53,13 @@ class Backend(Protocol):
         self, tenant_id: str, queue_id: str, start_ms: int, end_ms: int
     ) -> dict[int, Counters]: ...
 
+    def restated_minutes(
+        self, tenant_id: str, queue_id: str, start_ms: int, end_ms: int
+    ) -> set[int]:
+        """Starts (ms) of the queue's stored buckets in [start_ms, end_ms) that a late event
+        restated after they were first written."""
+        ...
+
     def queues(self, tenant_id: str) -> list[str]: ...
 
     def contracts(self, tenant_id: str) -> list[Contract]: ...

@@ -74,6 +74,11 @@ class WindowView(BaseModel):
     )
     max_wait_answered_ms: int
     max_wait_abandoned_ms: int
+    restated: bool = Field(
+        default=False,
+        description="intervals only: a late event (past the allowed lateness, inside the"
+        " correction horizon) changed this interval's figures after they were first stored",
+    )
 
 
 class GaugesView(BaseModel):

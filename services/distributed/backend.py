@@ -233,6 +233,11 @@ class DistributedBackend:
     ) -> dict[int, Counters]:
         return self._store(self.store.queue_buckets, tenant_id, queue_id, start_ms, end_ms)
 
+    def restated_minutes(
+        self, tenant_id: str, queue_id: str, start_ms: int, end_ms: int
+    ) -> set[int]:
+        return self._store(self.store.restated_minutes, tenant_id, queue_id, start_ms, end_ms)
+
     def queues(self, tenant_id: str) -> list[str]:
         stored = self._queues.get(tenant_id, lambda: self._store(self.store.queues, tenant_id))
         live = self.live.waiting_queues(tenant_id) if self.live is not None else []

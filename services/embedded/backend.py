@@ -73,6 +73,12 @@ class EmbeddedBackend(EmbeddedTenancy):
         found.update(in_memory)
         return found
 
+    def restated_minutes(
+        self, tenant_id: str, queue_id: str, start_ms: int, end_ms: int
+    ) -> set[int]:
+        # The flags are written with the buckets (every flush interval).
+        return self.store.restated_minutes(tenant_id, queue_id, start_ms, end_ms)
+
     def buckets(self, tenant_id: str, queue_id: str, start_ms: int, end_ms: int) -> Counters:
         """The sum (shared with other callers: do not change it); see `reads.py`."""
 

@@ -215,6 +215,19 @@ class PostgresStore:
             )
             return {r[0]: _counters(r[1:-2], r[-2], r[-1]) for r in cur.fetchall()}
 
+    def restated_minutes(
+        self, tenant_id: str, queue_id: str, start_ms: int, end_ms: int
+    ) -> set[int]:
+        """Starts (ms) of the queue's buckets in [start_ms, end_ms) flagged restated."""
+        with self._tenant(tenant_id) as cur:
+            cur.execute(
+                f"SELECT {_MS.format('bucket')} FROM api_queue_buckets"
+                f" WHERE tenant_id = %s AND queue_id = %s AND bucket >= {_TS.format('%s')}"
+                f" AND bucket < {_TS.format('%s')} AND restated",
+                (tenant_id, queue_id, start_ms, end_ms),
+            )
+            return {int(r[0]) for r in cur.fetchall()}
+
     def queue_total(self, tenant_id: str, queue_id: str, start_ms: int, end_ms: int) -> Counters:
         """The sum of a queue's buckets in [start_ms, end_ms), summed in the database."""
         with self._tenant(tenant_id) as cur:

@@ -181,6 +181,17 @@ class SqliteStore:
             for row in rows
         }
 
+    def restated_minutes(
+        self, tenant_id: str, queue_id: str, start_ms: int, end_ms: int
+    ) -> set[int]:
+        """Starts (ms) of the queue's buckets in [start_ms, end_ms) flagged restated."""
+        rows = self._db.execute(
+            "SELECT minute_ms FROM queue_buckets WHERE tenant_id = ? AND queue_id = ?"
+            " AND minute_ms >= ? AND minute_ms < ? AND restated",
+            (tenant_id, queue_id, start_ms, end_ms),
+        ).fetchall()
+        return {int(r[0]) for r in rows}
+
     def all_queue_buckets(self) -> dict[QKey, Counters]:
         """Every stored queue bucket (for tests and the replay oracle)."""
         rows = self._db.execute(

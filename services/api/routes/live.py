@@ -2,6 +2,7 @@
 
 import time
 import weakref
+from bisect import bisect_left
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -175,19 +176,27 @@ async def get_intervals(
     def compute() -> IntervalsView:  # in a worker thread: up to 3000 intervals of reading
         buckets = backend.bucket_map(tenant, queue_id, *whole) if spans else {}
         totals = interval_totals(buckets, spans)
+        restated = sorted(backend.restated_minutes(tenant, queue_id, *whole)) if spans else []
         return IntervalsView(
             tenant_id=tenant,
             queue_id=queue_id,
             timezone=grid.timezone,
             interval_min=length,
             intervals=[
-                window_view(name, span, total, at(span[0]))
+                window_view(name, span, total, at(span[0])).model_copy(
+                    update={"restated": _any_within(restated, span)}
+                )
                 for span, total in zip(spans, totals, strict=True)
             ],
             total=window_view("total", whole, merged(totals), at(whole[0])),
         )
 
     return await run_in_threadpool(compute)
+
+
+def _any_within(sorted_ms: list[int], span: tuple[int, int]) -> bool:
+    i = bisect_left(sorted_ms, span[0])
+    return i < len(sorted_ms) and sorted_ms[i] < span[1]
 
 
 MIN_INSTANT = datetime(1971, 1, 1, tzinfo=UTC)
