@@ -91,5 +91,6 @@ def measure(quick: bool) -> list[Row]:
             drain.median, spread=drain.spread, note=f"{len(raw)} events"),
         Row("store", "SQLite batched absolute upserts vs plain INSERT", "rows/s", ours.median,
             plain.median, "plain executemany INSERT", target=0.5, spread=ours.spread,
+            baseline_spread=plain.spread,
             note=f"{writes[0][2]} rows"),
     ]  # fmt: skip

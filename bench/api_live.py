@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,8 +42,8 @@ LIVE = "/v1/queues/q1/live"
 CONSTANT = "/bench/constant"
 
 
-def prepare(data_dir: Path) -> tuple[str, str]:
-    """Fill a data dir with a day of legs; returns a client and an ingest key of tenant-0."""
+def prepare(data_dir: Path, hours: float = 24.0) -> tuple[str, str]:
+    """Fill a data dir with `hours` of legs; returns a client and an ingest key of tenant-0."""
     import msgspec
 
     from services.embedded.runtime import Embedded
@@ -53,10 +54,10 @@ def prepare(data_dir: Path) -> tuple[str, str]:
 
     embedded = Embedded(EmbeddedSettings(data_dir=data_dir))
     now = datetime.now(UTC).replace(microsecond=0)
-    start = now - timedelta(hours=24)
+    start = now - timedelta(hours=hours)
     records = []
     n = 0
-    for step in range(24 * 3600 // 5):
+    for step in range(int(hours * 3600) // 5):
         at = start + timedelta(seconds=5 * step)
         for t in range(3):
             tenant, queue = f"tenant-{t}", f"q{(step + t) % 8}"
@@ -168,6 +169,43 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@dataclass
+class Comparison:
+    """One run of the benchmark: per endpoint path, the body size, each round's requests per
+    second, every request's latency (s) and the count of non-200 answers."""
+
+    sizes: dict[str, int] = field(default_factory=dict)
+    rates: dict[str, list[float]] = field(default_factory=lambda: {LIVE: [], CONSTANT: []})
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {LIVE: [], CONSTANT: []})
+    errors: dict[str, int] = field(default_factory=lambda: {LIVE: 0, CONSTANT: 0})
+
+    def ratio(self) -> float:
+        """Median live throughput / median constant throughput (target >= 0.5)."""
+        return statistics.median(self.rates[LIVE]) / statistics.median(self.rates[CONSTANT])
+
+
+def compare(seconds: float, rounds: int, concurrency: int, traffic_per_s: float,
+            hours: float = 24.0) -> Comparison:  # fmt: skip
+    """Prepare a data dir with `hours` of calls, serve it from a second process and measure
+    both endpoints in alternating rounds (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        t0 = time.perf_counter()
+        token, ingest = prepare(data_dir, hours)
+        print(f"prepared {hours:g} h of calls in {time.perf_counter() - t0:.1f} s")
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "bench.api_live", "--serve", str(data_dir), "--port",
+             str(port)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        try:
+            return asyncio.run(run(port, token, ingest, seconds, rounds, concurrency,
+                                   traffic_per_s))  # fmt: skip
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per round")
@@ -183,21 +221,18 @@ def main() -> None:
     if args.serve is not None:
         serve(args.serve, args.port)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(tmp) / "data"
-        t0 = time.perf_counter()
-        token, ingest = prepare(data_dir)
-        print(f"prepared a day of calls in {time.perf_counter() - t0:.1f} s")
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "bench.api_live", "--serve", str(data_dir), "--port",
-             str(port)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
-        try:
-            asyncio.run(run(port, token, ingest, args))
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+    c = compare(args.seconds, args.rounds, args.concurrency, args.traffic_per_s)
+    print(f"{args.concurrency} connections, {args.rounds} rounds of {args.seconds:.0f} s each,"
+          f" {args.traffic_per_s:g} ingest requests/s meanwhile (2 events each),"
+          f" {os.cpu_count()} cores shared with the load generator")  # fmt: skip
+    print(f"{'endpoint':<22}{'bytes':>7}{'req/s (median)':>16}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'errors':>8}")  # fmt: skip
+    for path, name in ((CONSTANT, "trivial constant"), (LIVE, "live (q1)")):
+        rates, latencies = c.rates[path], c.latencies[path]
+        print(f"{name:<22}{c.sizes[path]:>7}{statistics.median(rates):>16.0f}"
+              f"{1000 * percentile(latencies, 0.5):>9.2f}{1000 * percentile(latencies, 0.99):>9.2f}"
+              f"{c.errors[path]:>8}")  # fmt: skip
+    print(f"live / trivial throughput: {c.ratio():.2f} (target >= 0.50)")
 
 
 async def traffic(port: int, token: str, per_s: float) -> None:
@@ -234,7 +269,8 @@ async def traffic(port: int, token: str, per_s: float) -> None:
         writer.close()
 
 
-async def run(port: int, token: str, ingest: str, args: argparse.Namespace) -> None:
+async def run(port: int, token: str, ingest: str, seconds: float, rounds: int,
+              concurrency: int, traffic_per_s: float) -> Comparison:  # fmt: skip
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -245,42 +281,28 @@ async def run(port: int, token: str, ingest: str, args: argparse.Namespace) -> N
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)
-    sizes = {}
+    result = Comparison()
     for path in (LIVE, CONSTANT):
-        rps, lat, errors = await load(port, path, token, 1.0, args.concurrency)  # warm-up
+        rps, lat, errors = await load(port, path, token, 1.0, concurrency)  # warm-up
         assert not errors, (path, errors[:5])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
                      "Connection: close\r\n\r\n".encode())  # fmt: skip
         raw = await reader.read()
-        sizes[path] = len(raw.split(b"\r\n\r\n", 1)[1])
+        result.sizes[path] = len(raw.split(b"\r\n\r\n", 1)[1])
         writer.close()
-    results: dict[str, tuple[list[float], list[float], int]] = {LIVE: ([], [], 0),
-                                                                 CONSTANT: ([], [], 0)}  # fmt: skip
     feeding = None
-    if args.traffic_per_s > 0:
-        feeding = asyncio.create_task(traffic(port, ingest, args.traffic_per_s))
-    for _ in range(args.rounds):
+    if traffic_per_s > 0:
+        feeding = asyncio.create_task(traffic(port, ingest, traffic_per_s))
+    for _ in range(rounds):
         for path in (CONSTANT, LIVE):
-            rps, lat, errors = await load(port, path, token, args.seconds, args.concurrency)
-            rates, latencies, failed = results[path]
-            rates.append(rps)
-            latencies += lat
-            results[path] = (rates, latencies, failed + len(errors))
+            rps, lat, errors = await load(port, path, token, seconds, concurrency)
+            result.rates[path].append(rps)
+            result.latencies[path] += lat
+            result.errors[path] += len(errors)
     if feeding is not None:
         feeding.cancel()
-    print(f"{args.concurrency} connections, {args.rounds} rounds of {args.seconds:.0f} s each,"
-          f" {args.traffic_per_s:g} ingest requests/s meanwhile (2 events each),"
-          f" {os.cpu_count()} cores shared with the load generator")  # fmt: skip
-    print(f"{'endpoint':<22}{'bytes':>7}{'req/s (median)':>16}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'errors':>8}")  # fmt: skip
-    for path, name in ((CONSTANT, "trivial constant"), (LIVE, "live (q1)")):
-        rates, latencies, failed = results[path]
-        print(f"{name:<22}{sizes[path]:>7}{statistics.median(rates):>16.0f}"
-              f"{1000 * percentile(latencies, 0.5):>9.2f}{1000 * percentile(latencies, 0.99):>9.2f}"
-              f"{failed:>8}")  # fmt: skip
-    ratio = statistics.median(results[LIVE][0]) / statistics.median(results[CONSTANT][0])
-    print(f"live / trivial throughput: {ratio:.2f} (target >= 0.50)")
+    return result
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ def measure(quick: bool) -> list[Row]:
         Row("core", "core cost per event vs json.loads of its bytes", "µs/event",
             statistics.median(ours), statistics.median(base), "json.loads", target=1.0,
             higher_is_better=False, spread=(min(ours), max(ours)),
+            baseline_spread=(min(base), max(base)),
             note=f"{len(raw)} events of the large scenario"),
     ]  # fmt: skip
 

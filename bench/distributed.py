@@ -25,11 +25,13 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -129,15 +131,21 @@ def aggregate(
         "CALLPULSE_DLQ_TOPIC": f"{topic}-dlq", "CALLPULSE_GROUP_ID": f"{topic}-agg",
         "CALLPULSE_BATCH_MAX_MESSAGES": "5000", "CALLPULSE_FLUSH_INTERVAL_S": "0.5",
     }  # fmt: skip
+    # CALLPULSE_BENCH_PROFILE=DIR runs each worker under py-spy, writing collapsed stacks.
+    profile = os.environ.get("CALLPULSE_BENCH_PROFILE")
+    worker = [sys.executable, "-m", "services.cli", "--log-level", "WARNING", "aggregator"]
+
+    def command(i: int) -> list[str]:
+        if not profile:
+            return worker
+        out = f"{profile}/{topic}-{i}.txt"
+        return ["py-spy", "record", "-r", "250", "-f", "raw", "-o", out, "--", *worker]
+
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "--log-level", "WARNING", "aggregator"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            command(i), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        for _ in range(workers)
+        for i in range(workers)
     ]
     stats = msgspec.msgpack.Decoder(Stats)
     try:
@@ -169,7 +177,7 @@ def aggregate(
                 time.sleep(0.02)
     finally:
         for proc in procs:
-            proc.terminate()
+            proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)  # py-spy: SIGINT
         for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=30)
@@ -189,6 +197,68 @@ def step(what: str) -> None:
     print(f"... {what}", file=sys.stderr, flush=True)
 
 
+@dataclass
+class Pipeline:
+    """Seconds measured by `measure_pipeline` for one event stream (see the module doc)."""
+
+    events: int
+    messages: int  # ingest-shaped
+    produce_s: float  # ingest-shaped, acks=all
+    raw_shaped_s: float
+    raw_single_s: float | None
+    naive_events: int
+    naive_s: float
+    ours_shaped: tuple[float, float]  # (seconds to every offset committed, steady events/s)
+    single_events: int
+    ours_single: tuple[float, float] | None
+    rows: int  # result rows in PostgreSQL afterwards
+
+
+def measure_pipeline(
+    bootstrap: str, url: str, events: list[Event], naive_events: int, workers: int,
+    single_events: int | None = None,
+) -> Pipeline:  # fmt: skip
+    """Produce `events` (fresh topics), then measure raw consumption, the naive agent on
+    the first `naive_events` and the aggregator on the ingest-shaped topic and, unless
+    `single_events` is 0, on the first `single_events` (default all) one per message.
+    `url` is a migrated database; each call uses topics (and partition rows) of its own."""
+    shaped: list[tuple[bytes, bytes]] = []
+    for i in range(0, len(events), 500):
+        shaped += encode_messages(events[i : i + 500])
+    n, naive_n = len(events), min(naive_events, len(events))
+    single_n = n if single_events is None else min(single_events, n)
+    single = [(event_key(e), encode_event(e)) for e in events[: max(single_n, naive_n)]]
+    tag = uuid.uuid4().hex[:8]
+    t_shaped, t_single, t_naive_topic = f"b-shaped-{tag}", f"b-single-{tag}", f"b-naive-{tag}"
+    step("producing")
+    produce_s = asyncio.run(produce(bootstrap, t_shaped, shaped))
+    if single_n:
+        asyncio.run(produce(bootstrap, t_single, single[:single_n]))
+    asyncio.run(produce(bootstrap, t_naive_topic, single[:naive_n]))
+    step("raw consumption")
+    raw_shaped = asyncio.run(raw_consume(bootstrap, t_shaped, len(shaped)))
+    raw_single = asyncio.run(raw_consume(bootstrap, t_single, single_n)) if single_n else None
+    step("naive Faust agent")
+    naive_s = naive(bootstrap, t_naive_topic, naive_n)
+    step("callpulse aggregator, ingest-shaped")
+    ends = asyncio.run(end_offsets(bootstrap, t_shaped))
+    ours_shaped = aggregate(bootstrap, url, t_shaped, ends, workers)
+    ours_single = None
+    if single_n:
+        step("callpulse aggregator, 1 event/message")
+        ends = asyncio.run(end_offsets(bootstrap, t_single))
+        ours_single = aggregate(bootstrap, url, t_single, ends, workers)
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT (SELECT count(*) FROM queue_buckets) + (SELECT count(*) FROM legs)"
+            " + (SELECT count(*) FROM agent_buckets) + (SELECT count(*) FROM state_buckets)"
+        ).fetchone()
+    return Pipeline(
+        n, len(shaped), produce_s, raw_shaped, raw_single, naive_n, naive_s, ours_shaped,
+        single_n, ours_single, int(rows[0]) if rows else 0,
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=150_000)
@@ -197,66 +267,37 @@ def main() -> None:
     args = parser.parse_args()
 
     events = stream(args.events)
-    shaped: list[tuple[bytes, bytes]] = []
-    for i in range(0, len(events), 500):
-        shaped += encode_messages(events[i : i + 500])
-    single = [(event_key(e), encode_event(e)) for e in events]
-    n, naive_n = len(events), min(args.naive_events, len(events))
-    tag = uuid.uuid4().hex[:8]
-    t_shaped, t_single, t_naive_topic = f"b-shaped-{tag}", f"b-single-{tag}", f"b-naive-{tag}"
-
     cluster = MockCluster()
     with postgres() as server, server.database() as url:
         migrate(url, timescale=False)
-        step("producing")
-        produce_s = asyncio.run(produce(cluster.bootstrap, t_shaped, shaped))
-        asyncio.run(produce(cluster.bootstrap, t_single, single))
-        asyncio.run(produce(cluster.bootstrap, t_naive_topic, single[:naive_n]))
-        step("raw consumption")
-        raw_shaped = asyncio.run(raw_consume(cluster.bootstrap, t_shaped, len(shaped)))
-        raw_single = asyncio.run(raw_consume(cluster.bootstrap, t_single, len(single)))
-        step("naive Faust agent")
-        naive_s = naive(cluster.bootstrap, t_naive_topic, naive_n)
-        ends_shaped = asyncio.run(end_offsets(cluster.bootstrap, t_shaped))
-        ends_single = asyncio.run(end_offsets(cluster.bootstrap, t_single))
-        step("callpulse aggregator, ingest-shaped")
-        ours_shaped, steady_shaped = aggregate(
-            cluster.bootstrap, url, t_shaped, ends_shaped, args.workers
-        )
-        step("callpulse aggregator, 1 event/message")
-        ours_single, steady_single = aggregate(
-            cluster.bootstrap, url, t_single, ends_single, args.workers
-        )
-        with psycopg.connect(url) as conn:
-            rows = conn.execute(
-                "SELECT (SELECT count(*) FROM queue_buckets) + (SELECT count(*) FROM legs)"
-                " + (SELECT count(*) FROM agent_buckets) + (SELECT count(*) FROM state_buckets)"
-            ).fetchone()
+        f = measure_pipeline(cluster.bootstrap, url, events, args.naive_events, args.workers)
     cluster.close()
+    assert f.raw_single_s is not None and f.ours_single is not None
 
-    naive_rate = naive_n / naive_s
+    n, messages = f.events, f.messages
+    (ours_shaped, steady_shaped), (ours_single, steady_single) = f.ours_shaped, f.ours_single
+    naive_rate = f.naive_events / f.naive_s
     table = [
-        ("raw aiokafka consume, ingest-shaped", n / raw_shaped, len(shaped) / raw_shaped),
-        ("raw aiokafka consume, 1 event/message", n / raw_single, n / raw_single),
+        ("raw aiokafka consume, ingest-shaped", n / f.raw_shaped_s, messages / f.raw_shaped_s),
+        ("raw aiokafka consume, 1 event/message", n / f.raw_single_s, n / f.raw_single_s),
         ("naive Faust agent + table, 1 event/msg", naive_rate, naive_rate),
-        ("callpulse aggregator -> PG, ingest-shaped", n / ours_shaped, len(shaped) / ours_shaped),
-        ("  same, steady (first to last commit)", steady_shaped,
-         steady_shaped * len(shaped) / n),
+        ("callpulse aggregator -> PG, ingest-shaped", n / ours_shaped, messages / ours_shaped),
+        ("  same, steady (first to last commit)", steady_shaped, steady_shaped * messages / n),
         ("callpulse aggregator -> PG, 1 event/msg", n / ours_single, n / ours_single),
         ("  same, steady (first to last commit)", steady_single, steady_single),
-    ]  # fmt: skip
-    print(f"stream: {n} events of the large centre; ingest-shaped {len(shaped)} messages"
-          f" ({n / len(shaped):.1f} events/message); naive agent on the first {naive_n};"
+    ]
+    print(f"stream: {n} events of the large centre; ingest-shaped {messages} messages"
+          f" ({n / messages:.1f} events/message); naive agent on the first {f.naive_events};"
           f" {args.workers} aggregator worker(s); produce (ingest-shaped, acks=all)"
-          f" {n / produce_s:,.0f} events/s;"
-          f" rows in PostgreSQL afterwards: {rows[0] if rows else 0}")  # fmt: skip
+          f" {n / f.produce_s:,.0f} events/s;"
+          f" rows in PostgreSQL afterwards: {f.rows}")  # fmt: skip
     print(f"{'path':44} {'events/s':>12} {'messages/s':>12} {'x naive':>9} {'/ raw same':>11}")
-    raw_rate = n / raw_shaped
+    raw_rate = n / f.raw_shaped_s
     for name, rate, msgs in table:
         if "1 event" in name or name.startswith("naive"):
-            raw_rate = n / raw_single
+            raw_rate = n / f.raw_single_s
         elif "ingest-shaped" in name:
-            raw_rate = n / raw_shaped
+            raw_rate = n / f.raw_shaped_s
         same = raw_rate
         print(f"{name:44} {rate:12,.0f} {msgs:12,.0f} {rate / naive_rate:9.1f} {rate / same:11.1%}")
     print(

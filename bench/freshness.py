@@ -53,23 +53,34 @@ def load(url: str, headers: dict[str, str], speed: float, stop: threading.Event)
     return sent
 
 
-def probe(url: str, headers: dict[str, str], n: int) -> float:
-    """Seconds from a probe call's 202 until the live endpoint counts it waiting."""
+def probe(
+    url: str,
+    headers: dict[str, str],
+    n: int,
+    live_url: str | None = None,
+    queue: str = "probe-q",
+    poll_s: float = 0.002,
+    timeout_s: float = 60,
+) -> float:
+    """Seconds from a probe call's 202 until the live endpoint counts it waiting: the n-th
+    probe (from 0) of `queue`, posted to `url`, read from `live_url` (default `url`)."""
     now = datetime.now(UTC)
     event = {
-        "schema_version": SCHEMA_VERSION, "event_id": f"probe-{n}", "event_type": "call.queued",
-        "occurred_at": now.isoformat(), "tenant_id": "probe", "source": "bench",
-        "call_id": f"probe-{n}", "queue_id": "probe-q",
+        "schema_version": SCHEMA_VERSION, "event_id": f"probe-{queue}-{n}",
+        "event_type": "call.queued", "occurred_at": now.isoformat(), "tenant_id": "probe",
+        "source": "bench", "call_id": f"probe-{queue}-{n}", "queue_id": queue,
     }  # fmt: skip
     with httpx.Client(timeout=10) as client:
         client.post(f"{url}/v1/events", json=[event], headers=headers).raise_for_status()
         accepted = time.perf_counter()
         while True:
-            live = client.get(f"{url}/v1/queues/probe-q/live", params={"tenant": "probe"},
-                              headers=headers)  # fmt: skip
+            live = client.get(f"{live_url or url}/v1/queues/{queue}/live",
+                              params={"tenant": "probe"}, headers=headers)  # fmt: skip
             if live.status_code == 200 and live.json()["gauges"]["calls_waiting"] > n:
                 return time.perf_counter() - accepted
-            time.sleep(0.002)
+            if time.perf_counter() - accepted > timeout_s:
+                raise TimeoutError(f"probe {n} of {queue} not visible: {live.text[:300]}")
+            time.sleep(poll_s)
 
 
 def freshness(probes: int, speed: float) -> tuple[list[float], float]:

@@ -1,5 +1,8 @@
-"""Ingest over HTTP: events/s into the embedded mode with batches of 1, 100 and 1000 events,
-next to a trivial FastAPI endpoint that only reads the body (target >= 50 % at 1000)."""
+"""Ingest over HTTP: events/s into the embedded mode (`callpulse run`) and into Kafka
+(`callpulse ingest` against the librdkafka mock broker, answering after the broker's
+acknowledgement) with batches of 1, 100 and 1000 events, next to a trivial FastAPI endpoint
+that only reads the body (target >= 50 % at 1000). The three servers are measured in turn,
+round after round, with the same 8 concurrent keep-alive clients."""
 
 from __future__ import annotations
 
@@ -51,22 +54,36 @@ async def _blast(url: str, headers: dict[str, str], bodies: list[bytes], workers
 
 
 def measure(quick: bool) -> list[Row]:
+    from . import infra
+
     raw = event_mix(0.5)
-    sizes = {1: 50 if quick else 1500, 100: 5 if quick else 150, 1000: 2 if quick else 40}
+    sizes = {1: 50 if quick else 1000, 100: 5 if quick else 150, 1000: 2 if quick else 40}
     times = 1 if quick else 3
     results: dict[tuple[str, int], Samples] = {}
-    with callpulse() as (url, key, _), trivial() as base:
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    with (
+        callpulse() as (url, key, _),
+        trivial() as base,
+        infra.stack("ingest") as (dist, admin),
+    ):
+        targets = (
+            ("ours", url, key), ("kafka", dist.url("ingest"), admin), ("trivial", base, key),
+        )  # fmt: skip
         for batch, count in sizes.items():
-            for name, target_url in (("ours", url), ("trivial", base)):
-                s = results.setdefault((name, batch), Samples())
-                for _ in range(times):
+            for _ in range(times):
+                for name, target_url, token in targets:
+                    headers = {"Authorization": f"Bearer {token}",
+                               "Content-Type": "application/json"}  # fmt: skip
                     bodies = _bodies(raw, batch, count)
+                    s = results.setdefault((name, batch), Samples())
                     s.values.append(asyncio.run(_blast(target_url, headers, bodies, 8)))
-    return [
-        Row("ingest", f"embedded ingest, batches of {batch}", "events/s",
-            results[("ours", batch)].median, results[("trivial", batch)].median,
-            "trivial FastAPI body reader", target=0.5 if batch == 1000 else None,
-            spread=results[("ours", batch)].spread)
-        for batch in sizes
-    ]  # fmt: skip
+    rows = []
+    for name, what in (("ours", "embedded"), ("kafka", "Kafka (distributed)")):
+        rows += [
+            Row("ingest", f"{what} ingest, batches of {batch}", "events/s",
+                results[(name, batch)].median, results[("trivial", batch)].median,
+                "trivial FastAPI body reader", target=0.5 if batch == 1000 else None,
+                spread=results[(name, batch)].spread,
+                baseline_spread=results[("trivial", batch)].spread)
+            for batch in sizes
+        ]  # fmt: skip
+    return rows

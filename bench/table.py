@@ -26,6 +26,7 @@ class Row:
     higher_is_better: bool = True
     spread: tuple[float, float] = (0.0, 0.0)
     note: str = ""
+    baseline_spread: tuple[float, float] = (0.0, 0.0)
 
     @property
     def ratio(self) -> float | None:
@@ -72,19 +73,33 @@ def rate(fn: Callable[[], int]) -> Callable[[], float]:
     return measure
 
 
+def _num(value: float) -> str:
+    """Four significant figures at most, no exponent for the magnitudes seen here."""
+    if value == 0 or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def _range(spread: tuple[float, float]) -> str:
+    return "" if spread[0] == spread[1] else f"{_num(spread[0])}..{_num(spread[1])}"
+
+
 def render(rows: list[Row]) -> str:
+    """The table: median (min..max over repeats) of ours and of the baseline, the ratio
+    ours/baseline, the target on that ratio and whether it is met."""
     head = (
-        f"{'group':10} {'measure':44} {'ours':>12} {'baseline':>12} {'ratio':>7} {'target':>8}"
-        "  ok  unit / baseline"
+        f"{'group':9} {'measure':54} {'ours':>10} {'(min..max)':>17} {'baseline':>10}"
+        f" {'(min..max)':>17} {'ratio':>7} {'target':>7} {'ok':>3}  unit / baseline"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        base = "" if r.baseline is None else f"{r.baseline:12.1f}"
-        ratio = "" if r.ratio is None else f"{r.ratio:7.3g}"
+        base = "" if r.baseline is None else _num(r.baseline)
+        ratio = "" if r.ratio is None else f"{r.ratio:.3g}"
         target = "" if r.target is None else ("≥" if r.higher_is_better else "≤") + f"{r.target:g}"
         ok = {True: "yes", False: "NO", None: ""}[r.met]
         lines.append(
-            f"{r.group:10} {r.name:44} {r.ours:12.1f} {base:>12} {ratio:>7} {target:>8} {ok:>3}  "
+            f"{r.group:9} {r.name:54} {_num(r.ours):>10} {_range(r.spread):>17} {base:>10}"
+            f" {_range(r.baseline_spread):>17} {ratio:>7} {target:>7} {ok:>3}  "
             f"{r.unit}{' vs ' + r.baseline_name if r.baseline_name else ''}"
             f"{' (' + r.note + ')' if r.note else ''}"
         )
