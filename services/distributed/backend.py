@@ -110,16 +110,18 @@ class LiveSnapshots:
         while True:
             # Without a group, a subscription gets every partition of the topic (also ones
             # that appear later) and, with no committed offset, starts at the beginning.
+            # A short fetch wait: a broker that holds a fetch until its wait ends instead of
+            # answering when a record arrives (librdkafka's mock does) delays live figures.
             consumer = AIOKafkaConsumer(
                 self.topic, bootstrap_servers=self.bootstrap.split(","), group_id=None,
-                enable_auto_commit=False, auto_offset_reset="earliest",
+                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=100,
             )  # fmt: skip
             try:
                 await consumer.start()
                 self.error = None
                 delay = 0.2
                 while True:
-                    batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                    batches = await consumer.getmany(timeout_ms=100, max_records=5000)
                     for records in batches.values():
                         for record in records:
                             try:
