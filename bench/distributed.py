@@ -38,6 +38,7 @@ import msgspec
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from services.aggregator.distributed import EXIT_STUCK
 from services.bus.kafka import encode_messages, event_key
 from services.kpi.centre import Stats
 from services.kpi.events import Event, decode_event, encode_event
@@ -130,6 +131,7 @@ def aggregate(
         "CALLPULSE_EVENTS_TOPIC": topic, "CALLPULSE_SNAPSHOTS_TOPIC": f"{topic}-snap",
         "CALLPULSE_DLQ_TOPIC": f"{topic}-dlq", "CALLPULSE_GROUP_ID": f"{topic}-agg",
         "CALLPULSE_BATCH_MAX_MESSAGES": "5000", "CALLPULSE_FLUSH_INTERVAL_S": "0.5",
+        "CALLPULSE_STUCK_REBALANCE_S": "20",
     }  # fmt: skip
     # CALLPULSE_BENCH_PROFILE=DIR runs each worker under py-spy, writing collapsed stacks.
     profile = os.environ.get("CALLPULSE_BENCH_PROFILE")
@@ -141,12 +143,12 @@ def aggregate(
         out = f"{profile}/{topic}-{i}.txt"
         return ["py-spy", "record", "-r", "250", "-f", "raw", "-o", out, "--", *worker]
 
-    procs = [
-        subprocess.Popen(
+    def start(i: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             command(i), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        for i in range(workers)
-    ]
+
+    procs = [start(i) for i in range(workers)]
     stats = msgspec.msgpack.Decoder(Stats)
     try:
         started = first = None
@@ -172,8 +174,13 @@ def aggregate(
                     assert started is not None and first is not None
                     steady = (done - first[1]) / (now - first[0]) if now > first[0] else 0.0
                     return now - started, steady
-                if any(proc.poll() is not None for proc in procs):
-                    raise RuntimeError("an aggregator worker exited")
+                for i, proc in enumerate(procs):
+                    code = proc.poll()
+                    if code == EXIT_STUCK:  # stuck in the mock broker's group protocol
+                        step(f"worker {i} exited to be restarted (code {code}); restarting it")
+                        procs[i] = start(i)  # as a supervisor would; the time counts
+                    elif code is not None:
+                        raise RuntimeError(f"an aggregator worker exited with code {code}")
                 time.sleep(0.02)
     finally:
         for proc in procs:
