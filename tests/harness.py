@@ -49,7 +49,7 @@ import httpx
 import msgspec
 
 from services.kpi.counters import AgentCounters, Counters
-from tests.oracle import MIN, batch, ms, nonzero
+from tests.oracle import MIN, batch, hold_between, ms, nonzero
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -446,15 +446,7 @@ def expected_legs(events: Iterable[dict[str, Any]]) -> dict[LegKey, dict[str, An
             t_ans = ms(answered)
             stop = ms(ended) if ended else ms(transferred) if transferred else ms(wrapped)
             stop = max(stop, t_ans)
-            hold, since = 0, None
-            for t, mark in sorted(holds.get(key, [])):
-                if mark == 0 and since is None:
-                    since = t
-                elif mark == 1 and since is not None:
-                    hold += max(0, min(t, stop) - max(since, t_ans))
-                    since = None
-            if since is not None:
-                hold += max(0, stop - max(since, t_ans))
+            hold = hold_between(holds.get(key, []), t_ans, stop)
             leg.update(
                 handled_at_ms=ms(wrapped), talk_ms=stop - t_ans - hold, hold_ms=hold,
                 wrap_ms=max(0, ms(wrapped) - stop),

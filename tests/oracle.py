@@ -96,19 +96,10 @@ def batch(events: list[dict[str, Any]]) -> tuple[dict[Any, Counters], dict[Any, 
         if wrapped is not None:
             stop = ms(ended) if ended else ms(transferred) if transferred else ms(wrapped)
             stop = max(stop, t_ans)
-            marks = sorted(
-                [(ms(e), 0) for e in evs if e["event_type"] == "call.hold_started"]
-                + [(ms(e), 1) for e in evs if e["event_type"] == "call.hold_ended"]
-            )
-            hold, since = 0, None
-            for t, kind in marks:
-                if kind == 0 and since is None:
-                    since = t
-                elif kind == 1 and since is not None:
-                    hold += max(0, min(t, stop) - max(since, t_ans))
-                    since = None
-            if since is not None:
-                hold += max(0, stop - max(since, t_ans))
+            marks = [(ms(e), 0) for e in evs if e["event_type"] == "call.hold_started"] + [
+                (ms(e), 1) for e in evs if e["event_type"] == "call.hold_ended"
+            ]
+            hold = hold_between(marks, t_ans, stop)
             talk, wrap = stop - t_ans - hold, max(0, ms(wrapped) - stop)
             minute = ms(wrapped) // MIN * MIN
             for c in (queues[(tenant, queue, minute)], agents[(tenant, agent, minute)]):
@@ -117,6 +108,21 @@ def batch(events: list[dict[str, Any]]) -> tuple[dict[Any, Counters], dict[Any, 
                 c.hold_ms += hold
                 c.wrap_ms += wrap
     return dict(queues), dict(agents)
+
+
+def hold_between(marks: list[tuple[int, int]], start: int, stop: int) -> int:
+    """Time on hold inside [start, stop] from (instant, 0 = hold started | 1 = ended)
+    marks, pairing each start with the next end in time order (an open hold runs to stop)."""
+    hold, since = 0, None
+    for t, kind in sorted(marks):
+        if kind == 0 and since is None:
+            since = t
+        elif kind == 1 and since is not None:
+            hold += max(0, min(t, stop) - max(since, start))
+            since = None
+    if since is not None:
+        hold += max(0, stop - max(since, start))
+    return hold
 
 
 def nonzero(mapping: dict[Any, Any]) -> dict[Any, Any]:
