@@ -241,24 +241,6 @@ class PostgresStore:
             assert row is not None
             return _counters(row[:-2], row[-2], row[-1])
 
-    def agent_buckets(
-        self, tenant_id: str, start_ms: int, end_ms: int
-    ) -> dict[AKey, AgentCounters]:
-        """Agent handle buckets in [start_ms, end_ms), summed over the partitions' shards."""
-        sums = ", ".join(f"sum({f})::bigint" for f in AGENT_FIELDS)
-        with self._tenant(tenant_id) as cur:
-            cur.execute(
-                f"SELECT tenant_id, agent_id, {_MS.format('bucket')}, {sums}"
-                " FROM api_agent_buckets WHERE tenant_id = %s"
-                f" AND bucket >= {_TS.format('%s')} AND bucket < {_TS.format('%s')}"
-                " GROUP BY tenant_id, agent_id, bucket",
-                (tenant_id, start_ms, end_ms),
-            )
-            return {
-                (r[0], r[1], r[2]): AgentCounters(**dict(zip(AGENT_FIELDS, r[3:], strict=True)))
-                for r in cur.fetchall()
-            }
-
     def state_buckets(self, tenant_id: str, start_ms: int, end_ms: int) -> dict[AKey, StateTime]:
         with self._tenant(tenant_id) as cur:
             cur.execute(
@@ -273,34 +255,27 @@ class PostgresStore:
             }
 
     def agent_totals(self, tenant_id: str, start_ms: int, end_ms: int) -> dict[str, AgentCounters]:
-        """Per agent, the sum of its handle-time buckets in [start_ms, end_ms)."""
-        sums = ", ".join(f"sum({f})::bigint" for f in AGENT_FIELDS)
-        with self._tenant(tenant_id) as cur:
-            cur.execute(
-                f"SELECT agent_id, {sums} FROM api_agent_buckets WHERE tenant_id = %s"
-                f" AND bucket >= {_TS.format('%s')} AND bucket < {_TS.format('%s')}"
-                " GROUP BY agent_id",
-                (tenant_id, start_ms, end_ms),
-            )
-            return {
-                r[0]: AgentCounters(**dict(zip(AGENT_FIELDS, r[1:], strict=True)))
-                for r in cur.fetchall()
-            }
+        """Per agent, the sum of its handle-time buckets in [start_ms, end_ms) (all shards)."""
+        rows = self._per_agent_sums("api_agent_buckets", AGENT_FIELDS, tenant_id, start_ms, end_ms)
+        return {r[0]: AgentCounters(**dict(zip(AGENT_FIELDS, r[1:], strict=True))) for r in rows}
 
     def state_totals(self, tenant_id: str, start_ms: int, end_ms: int) -> dict[str, StateTime]:
         """Per agent, time in each state in the buckets of [start_ms, end_ms)."""
-        sums = ", ".join(f"sum({f})::bigint" for f in STATE_FIELDS)
+        rows = self._per_agent_sums("api_state_buckets", STATE_FIELDS, tenant_id, start_ms, end_ms)
+        return {r[0]: StateTime(**dict(zip(STATE_FIELDS, r[1:], strict=True))) for r in rows}
+
+    def _per_agent_sums(
+        self, view: str, fields: Sequence[str], tenant_id: str, start_ms: int, end_ms: int
+    ) -> list[tuple[Any, ...]]:
+        sums = ", ".join(f"sum({f})::bigint" for f in fields)
         with self._tenant(tenant_id) as cur:
             cur.execute(
-                f"SELECT agent_id, {sums} FROM api_state_buckets WHERE tenant_id = %s"
+                f"SELECT agent_id, {sums} FROM {view} WHERE tenant_id = %s"
                 f" AND bucket >= {_TS.format('%s')} AND bucket < {_TS.format('%s')}"
                 " GROUP BY agent_id",
                 (tenant_id, start_ms, end_ms),
             )
-            return {
-                r[0]: StateTime(**dict(zip(STATE_FIELDS, r[1:], strict=True)))
-                for r in cur.fetchall()
-            }
+            return cur.fetchall()
 
     def queues(self, tenant_id: str) -> list[str]:
         """Queues of a tenant: those with data or with a contract of their own."""
