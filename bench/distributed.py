@@ -141,7 +141,7 @@ def aggregate(
         if not profile:
             return worker
         out = f"{profile}/{topic}-{i}.txt"
-        return ["py-spy", "record", "-r", "250", "-f", "raw", "-o", out, "--", *worker]
+        return ["py-spy", "record", "--idle", "-r", "250", "-f", "raw", "-o", out, "--", *worker]
 
     def start(i: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen(

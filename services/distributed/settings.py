@@ -62,7 +62,9 @@ class AggregatorSettings(_Base):
     database_url: SecretStr = SecretStr("postgresql://callpulse@127.0.0.1:5432/callpulse")
     group_id: str = "callpulse-aggregator"
     batch_max_messages: int = Field(default=2000, ge=1)
-    batch_within_s: float = Field(default=0.1, gt=0)
+    batch_within_s: float = Field(
+        default=0.01, gt=0, description="longest wait for a batch to fill before applying it"
+    )
     flush_interval_s: float = Field(default=0.5, gt=0)
     evict_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)

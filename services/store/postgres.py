@@ -3,7 +3,8 @@
 Reads (`PostgresStore`, synchronous, for the API) name their tenant in every query, set
 `callpulse.tenant_id` for the transaction and go through the `api_*` views, so the API role
 sees one tenant's rows even where a query forgot to filter (see `pg_schema`). Writes of the
-aggregator (`PartitionWriter`, asyncio) are absolute upserts of recomputed values, staged
+aggregator (`PartitionWriter`: asyncio callers, a writer thread) are absolute upserts of
+recomputed values, staged
 with COPY into temporary tables and merged with one `INSERT ... ON CONFLICT DO UPDATE` per
 table, together with the partition's fencing check, applied offset and the core state the
 batch changed, in one transaction. Time columns are `timestamptz` (UTC); `_ms` columns and
@@ -18,6 +19,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -752,12 +754,12 @@ def _copy_statement(stage: str, columns: Sequence[str]) -> sql.Composed:
     )
 
 
-async def _copy_rows(copy: psycopg.AsyncCopy, rows: Sequence[Sequence[Any]]) -> None:
-    """`write_row` for many rows with one await per buffer, not one per row."""
-    write_row = copy.formatter.write_row
-    chunks = [chunk for chunk in map(write_row, rows) if chunk]
-    if chunks:
-        await copy.write(b"".join(chunks))
+def _copy(cur: psycopg.Cursor[Any], stage: str, columns: Sequence[str],
+          rows: Sequence[Sequence[Any]]) -> None:  # fmt: skip
+    with cur.copy(_copy_statement(stage, columns)) as copy:
+        copy.set_types(_COPY_TYPES[stage])
+        for row in rows:
+            copy.write_row(row)
 
 
 def _merge_sync(cur: psycopg.Cursor[Any], rows: Rows) -> int:
@@ -770,28 +772,9 @@ def _merge_sync(cur: psycopg.Cursor[Any], rows: Rows) -> int:
         if stage is None:
             cur.executemany(merge.encode(), data)
             continue
-        with cur.copy(_copy_statement(stage, columns)) as copy:
-            copy.set_types(_COPY_TYPES[stage])
-            for row in data:
-                copy.write_row(row)
+        _copy(cur, stage, columns, data)
         for statement in merge.split("; "):
             cur.execute(statement.encode())
-    return len(rows)
-
-
-async def _merge_async(cur: psycopg.AsyncCursor[Any], rows: Rows) -> int:
-    for name, (stage, columns, merge) in _MERGE.items():
-        data: list[tuple[Any, ...]] = getattr(rows, name)
-        if not data:
-            continue
-        if stage is None:
-            await cur.executemany(merge.encode(), data)
-            continue
-        async with cur.copy(_copy_statement(stage, columns)) as copy:
-            copy.set_types(_COPY_TYPES[stage])
-            await _copy_rows(copy, data)
-        for statement in merge.split("; "):
-            await cur.execute(statement.encode())
     return len(rows)
 
 
@@ -862,38 +845,55 @@ def prepare(part: PartitionWrite) -> Prepared:
 
 
 class PartitionWriter:
-    """Async writer of one aggregator worker: one transaction per write, on a connection
-    of its own; claims use a second connection (they may run while a write is in flight)."""
+    """Writer of one aggregator worker. Writes run one at a time, each one transaction, on
+    a thread of their own with a connection of their own: the statements of a write follow
+    each other without waiting for the worker's event loop, so PostgreSQL merges one batch
+    while the loop applies the next (psycopg waits for the server without the GIL). Claims
+    use a second, asyncio connection (they may run while a write is in flight)."""
 
     def __init__(self, conninfo: str, topic: str, settings: Settings) -> None:
         self.conninfo = conninfo
         self.topic = topic
         self.settings = settings
-        self._conns: dict[str, psycopg.AsyncConnection[Any]] = {}
+        self._claims: psycopg.AsyncConnection[Any] | None = None
+        self._writes: psycopg.Connection[Any] | None = None  # used by the writer thread only
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="pg-writer")
 
-    async def _connection(self, role: str = "write") -> psycopg.AsyncConnection[Any]:
-        conn = self._conns.get(role)
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        conn = self._claims
         if conn is None or conn.closed:
-            conn = await psycopg.AsyncConnection.connect(self.conninfo, connect_timeout=5)
-            self._conns[role] = conn  # from here on, close() and errors will close it
-            async with conn.cursor() as cur:
-                for ddl in _STAGE_DDL:
-                    await cur.execute(ddl.encode())
-            await conn.commit()
+            conn = self._claims = await psycopg.AsyncConnection.connect(
+                self.conninfo, connect_timeout=5
+            )
         return conn
 
-    async def close(self) -> None:
-        conns, self._conns = list(self._conns.values()), {}
-        for conn in conns:
-            try:
-                await asyncio.wait_for(conn.close(), 1.0)
-            except Exception:  # a command was left in flight (e.g. a cancelled write)
-                conn.pgconn.finish()
+    def _write_connection(self) -> psycopg.Connection[Any]:
+        conn = self._writes
+        if conn is None or conn.closed:
+            conn = self._writes = psycopg.connect(self.conninfo, connect_timeout=5)
+            with conn.cursor() as cur:
+                for ddl in _STAGE_DDL:
+                    cur.execute(ddl.encode())
+            conn.commit()
+        return conn
 
-    async def _discard_on_error(self, role: str = "write") -> None:
-        """Drop a connection after a failure (or a cancellation in the middle of a command,
-        when a polite close would wait on the command: then the socket is just closed)."""
-        conn = self._conns.pop(role, None)
+    def _discard_writes(self) -> None:
+        conn, self._writes = self._writes, None
+        if conn is not None:
+            conn.close()
+
+    async def close(self) -> None:
+        """Close both connections; a write still in flight gets 2 s to end first."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(loop.run_in_executor(self._thread, self._discard_writes), 2.0)
+        self._thread.shutdown(wait=False)
+        await self._discard_on_error()
+
+    async def _discard_on_error(self) -> None:
+        """Drop the claims connection after a failure (or a cancellation in the middle of a
+        command, when a polite close would wait on the command: then the socket is closed)."""
+        conn, self._claims = self._claims, None
         if conn is not None and not conn.closed:
             try:
                 await asyncio.wait_for(conn.close(), 1.0)
@@ -905,7 +905,7 @@ class PartitionWriter:
         """Take a partition over: bump its generation (waiting for a writer that holds the
         row) and load the state of the last committed write."""
         try:
-            conn = await self._connection("claim")
+            conn = await self._connection()
             async with conn.transaction(), conn.cursor() as cur:
                 await cur.execute(
                     "INSERT INTO aggregator_partitions (topic, partition) VALUES (%s, %s)"
@@ -932,7 +932,7 @@ class PartitionWriter:
                 )
                 timelines = [_timeline.decode(r[0]) for r in await cur.fetchall()]
         except BaseException:
-            await self._discard_on_error("claim")
+            await self._discard_on_error()
             raise
         checkpoint = Checkpoint(
             legs=legs, timelines=timelines, max_seen_ms=max_seen, evicted_until_ms=evicted_until,
@@ -947,7 +947,13 @@ class PartitionWriter:
 
     async def commit(self, parts: Sequence[Prepared]) -> int:
         """Upsert prepared partitions in one transaction; returns the rows written. Raises
-        `Fenced` (and writes nothing) when another worker claimed one of the partitions."""
+        `Fenced` (and writes nothing) when another worker claimed one of the partitions.
+        Cancelling the caller does not stop a write already started (it commits or fails
+        as a whole; re-committing the same values later is harmless)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._commit, list(parts))
+
+    def _commit(self, parts: list[Prepared]) -> int:
         rows = Rows()
         leg_state: list[tuple[Any, ...]] = []
         gone: list[tuple[Any, ...]] = []
@@ -958,13 +964,13 @@ class PartitionWriter:
             gone += part.gone
             timeline_state += part.timeline_state
         try:
-            conn = await self._connection()
-            async with conn.transaction(), conn.cursor() as cur:
+            conn = self._write_connection()
+            with conn.transaction(), conn.cursor() as cur:
                 # Fencing first: the row lock is held to the commit, so a worker claiming the
                 # partition meanwhile waits for this transaction, then sees its result.
                 fenced = []
                 for part in parts:
-                    await cur.execute(
+                    cur.execute(
                         "UPDATE aggregator_partitions SET applied_offset = %s, max_seen_ms = %s,"
                         " evicted_until_ms = %s, stats = %s, updated_at = now()"
                         " WHERE topic = %s AND partition = %s AND generation = %s",
@@ -975,33 +981,30 @@ class PartitionWriter:
                         fenced.append(part.partition)
                 if fenced:
                     raise Fenced(fenced)
-                n = await _merge_async(cur, rows)
-                await self._copy_state(cur, leg_state, gone, timeline_state)
+                n = _merge_sync(cur, rows)
+                self._copy_state(cur, leg_state, gone, timeline_state)
         except BaseException:
-            await self._discard_on_error()
+            self._discard_writes()
             raise
         return n
 
-    async def _copy_state(self, cur: psycopg.AsyncCursor[Any], legs: list[tuple[Any, ...]],
-                          gone: list[tuple[Any, ...]],
-                          timelines: list[tuple[Any, ...]]) -> None:  # fmt: skip
+    def _copy_state(
+        self, cur: psycopg.Cursor[Any], legs: list[tuple[Any, ...]],
+        gone: list[tuple[Any, ...]], timelines: list[tuple[Any, ...]],
+    ) -> None:  # fmt: skip
         key = "tenant_id, call_id, queue_id, visit"
         # Deletes first: a leg evicted and then begun again under the same key is kept.
         if gone:
-            async with cur.copy(_copy_statement("stage_leg_gone", _GONE_COLS)) as c:
-                c.set_types(_COPY_TYPES["stage_leg_gone"])
-                await _copy_rows(c, gone)
-            await cur.execute(
+            _copy(cur, "stage_leg_gone", _GONE_COLS, gone)
+            cur.execute(
                 "DELETE FROM aggregator_legs a USING stage_leg_gone g WHERE a.topic = %s"
                 " AND a.partition = g.partition AND a.tenant_id = g.tenant_id"
                 " AND a.call_id = g.call_id AND a.queue_id = g.queue_id AND a.visit = g.visit",
                 (self.topic,),
             )
         if legs:
-            async with cur.copy(_copy_statement("stage_leg_state", [*_GONE_COLS, "state"])) as c:
-                c.set_types(_COPY_TYPES["stage_leg_state"])
-                await _copy_rows(c, legs)
-            await cur.execute(
+            _copy(cur, "stage_leg_state", [*_GONE_COLS, "state"], legs)
+            cur.execute(
                 f"INSERT INTO aggregator_legs (topic, partition, {key}, state)"
                 f" SELECT %s, partition, {key}, state FROM stage_leg_state"
                 f" ON CONFLICT (topic, partition, {key}) DO UPDATE SET state = excluded.state",
@@ -1009,10 +1012,8 @@ class PartitionWriter:
             )
         if timelines:
             columns = ["partition", "tenant_id", "agent_id", "state"]
-            async with cur.copy(_copy_statement("stage_timeline_state", columns)) as c:
-                c.set_types(_COPY_TYPES["stage_timeline_state"])
-                await _copy_rows(c, timelines)
-            await cur.execute(
+            _copy(cur, "stage_timeline_state", columns, timelines)
+            cur.execute(
                 "INSERT INTO aggregator_timelines (topic, partition, tenant_id, agent_id, state)"
                 " SELECT %s, partition, tenant_id, agent_id, state FROM stage_timeline_state"
                 " ON CONFLICT (topic, partition, tenant_id, agent_id)"
@@ -1023,7 +1024,7 @@ class PartitionWriter:
     async def applied_offsets(self) -> dict[int, int]:
         """The last applied offset of every partition of the topic (for lag and tests)."""
         try:
-            conn = await self._connection("claim")
+            conn = await self._connection()
             async with conn.cursor() as cur:
                 await cur.execute(
                     "SELECT partition, applied_offset FROM aggregator_partitions WHERE topic = %s",
@@ -1032,6 +1033,6 @@ class PartitionWriter:
                 rows = await cur.fetchall()
             await conn.rollback()
         except BaseException:
-            await self._discard_on_error("claim")
+            await self._discard_on_error()
             raise
         return {int(p): int(o) for p, o in rows}
