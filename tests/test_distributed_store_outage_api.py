@@ -43,7 +43,8 @@ def seed(url: str, now: datetime) -> None:
 
 async def test_live_serves_last_known_values_marked_stale_and_history_503(pg_url: str) -> None:
     migrate(pg_url, timescale=False)
-    seed(pg_url, datetime.now(UTC))
+    seeded = datetime.now(UTC)
+    seed(pg_url, seeded)
     owner = PostgresStore(pg_url, pool_size=1)
     known, record = new_key(TENANT, "client", "seen", int(time.time() * 1000))
     unseen, other = new_key(TENANT, "client", "unseen", int(time.time() * 1000))
@@ -55,41 +56,45 @@ async def test_live_serves_last_known_values_marked_stale_and_history_503(pg_url
     app = create_app(backend, ApiConfig(caller_key_secret=b"s"), CollectorRegistry())
     transport = httpx.ASGITransport(app=app)
     auth = {"Authorization": f"Bearer {known}"}
-    now = datetime.now(UTC)
-    params = {"from": (now - timedelta(hours=1)).isoformat(),
-              "to": (now + timedelta(hours=1)).isoformat(), "interval": "60m"}  # fmt: skip
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        fresh = (await client.get(f"/v1/queues/{QUEUE}/live", headers=auth)).json()
-        assert fresh["stale"] is False and fresh["windows_as_of"] == fresh["as_of"]
-        rolling = {w["name"]: w["answered"] for w in fresh["windows"]}
-        assert rolling["rolling_15m"] == 5, fresh
+    # From the start of the hour before: the seeded calls (the last minutes) may lie in the
+    # previous clock hour, and an interval counts when its start lies in [from, to).
+    start = (seeded - timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    params = {"from": start.isoformat(), "to": (seeded + timedelta(hours=1)).isoformat(),
+              "interval": "60m"}  # fmt: skip
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            fresh = (await client.get(f"/v1/queues/{QUEUE}/live", headers=auth)).json()
+            assert fresh["stale"] is False and fresh["windows_as_of"] == fresh["as_of"]
+            rolling = {w["name"]: w["answered"] for w in fresh["windows"]}
+            assert rolling["rolling_15m"] == 5, fresh
 
-        backend.store = PostgresStore(UNREACHABLE, pool_size=2)  # the database goes away
-        started = time.monotonic()
-        r = await client.get(f"/v1/queues/{QUEUE}/live", headers=auth)
-        assert r.status_code == 200, r.text
-        down = r.json()
-        assert down["stale"] is True
-        assert down["windows_as_of"] == fresh["as_of"] and down["as_of"] > fresh["as_of"]
-        assert {w["name"]: w["answered"] for w in down["windows"]} == rolling
-        r = await client.get(f"/v1/queues/{QUEUE}/intervals", headers=auth, params=params)
-        assert r.status_code == 503, r.text
-        assert r.headers["Retry-After"] == "5"
-        error = r.json()["error"]
-        assert error["code"] == "store_unavailable" and "unreachable" in error["message"]
-        # A key never seen cannot be checked: 503, not a misleading 401.
-        r = await client.get(
-            f"/v1/queues/{QUEUE}/live", headers={"Authorization": f"Bearer {unseen}"}
-        )
-        assert r.status_code == 503 and "Retry-After" in r.headers, r.text
-        assert time.monotonic() - started < 20  # no hanging on the dead store
-        health = await client.get("/healthz")
-        assert health.status_code == 503 and health.json()["stale"] is True
+            backend.store = PostgresStore(UNREACHABLE, pool_size=2)  # the database goes away
+            started = time.monotonic()
+            r = await client.get(f"/v1/queues/{QUEUE}/live", headers=auth)
+            assert r.status_code == 200, r.text
+            down = r.json()
+            assert down["stale"] is True
+            assert down["windows_as_of"] == fresh["as_of"] and down["as_of"] > fresh["as_of"]
+            assert {w["name"]: w["answered"] for w in down["windows"]} == rolling
+            r = await client.get(f"/v1/queues/{QUEUE}/intervals", headers=auth, params=params)
+            assert r.status_code == 503, r.text
+            assert r.headers["Retry-After"] == "5"
+            error = r.json()["error"]
+            assert error["code"] == "store_unavailable" and "unreachable" in error["message"]
+            # A key never seen cannot be checked: 503, not a misleading 401.
+            r = await client.get(
+                f"/v1/queues/{QUEUE}/live", headers={"Authorization": f"Bearer {unseen}"}
+            )
+            assert r.status_code == 503 and "Retry-After" in r.headers, r.text
+            assert time.monotonic() - started < 20  # no hanging on the dead store
+            health = await client.get("/healthz")
+            assert health.status_code == 503 and health.json()["stale"] is True
 
-        backend.store.close()
-        backend.store = store  # the database is back
-        again = (await client.get(f"/v1/queues/{QUEUE}/live", headers=auth)).json()
-        assert again["stale"] is False and again["windows_as_of"] == again["as_of"]
-        r = await client.get(f"/v1/queues/{QUEUE}/intervals", headers=auth, params=params)
-        assert r.status_code == 200 and r.json()["total"]["answered"] == 5, r.text
-    store.close()
+            backend.store.close()
+            backend.store = store  # the database is back
+            again = (await client.get(f"/v1/queues/{QUEUE}/live", headers=auth)).json()
+            assert again["stale"] is False and again["windows_as_of"] == again["as_of"]
+            r = await client.get(f"/v1/queues/{QUEUE}/intervals", headers=auth, params=params)
+            assert r.status_code == 200 and r.json()["total"]["answered"] == 5, r.text
+    finally:
+        store.close()
