@@ -41,6 +41,10 @@ def test_promtool_test_rules() -> None:
 
 async def test_the_rules_use_only_exported_metrics(service: Service) -> None:
     now = datetime.now(UTC) - timedelta(seconds=30)
+    # "today" is the local day of the tenant's zone: one where it is about noon now, so that
+    # the call (the last 30 s) and the scrape fall in the same day at any hour (not at 00:00 UTC).
+    east = 12 - now.hour  # hours east of UTC, -11 .. 12
+    service.contract(tenant_id="t-metrics", version=1, timezone=f"Etc/GMT{-east:+d}")
     c = {"tenant_id": "t-metrics", "queue_id": "q", "call_id": "call-1"}
     await service.embedded.backend.ingest(
         [

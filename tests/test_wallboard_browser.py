@@ -84,6 +84,15 @@ def outside_interval_edge() -> None:
         time.sleep(61 - now.second)
 
 
+def as_of(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def half_hour(at: datetime) -> datetime:
+    """The start of the UTC half hour containing `at` (the tiles' 30-min interval)."""
+    return at.replace(minute=at.minute // 30 * 30, second=0, microsecond=0)
+
+
 def test_tiles_show_the_api_numbers_and_the_longest_wait_ticks(
     board: Process, browser: Any
 ) -> None:
@@ -139,16 +148,20 @@ def test_tiles_show_the_api_numbers_and_the_longest_wait_ticks(
         else:
             waited_ms = read_at * 1000 - datetime.fromisoformat(oldest).timestamp() * 1000
             assert abs(parse_clock(shown["longest"]) - waited_ms / 1000) <= 1.5
-    # the independent view of the same events agrees with both
-    claims = page.locator('.tile[data-queue="claims"]').evaluate(TILE_FIELDS)
+    # the independent view of the same events agrees with both (the windows are those of the
+    # tile's snapshot, taken after `now`: the outside_interval_edge wait may cross a boundary)
+    claims, claims_as_of = page.locator('.tile[data-queue="claims"]').evaluate(
+        f"tile => [({TILE_FIELDS})(tile), tile.dataset.asOf]"
+    )
     assert claims["waiting"] == "2" and claims["agents.aux"] == "1"
-    if (now - timedelta(minutes=10)).date() == now.date():  # all calls fall in today (UTC)
+    if (now - timedelta(minutes=10)).date() == as_of(claims_as_of).date():  # all calls today
         assert claims["today.aht"] == average(c.aht_ms(["w1", "w2"]))
-    level = page.locator('.tile[data-queue="sales"] .tile-level').text_content()
+    level, sales_as_of = page.locator('.tile[data-queue="sales"]').evaluate(
+        "tile => [tile.querySelector('.tile-level').textContent, tile.dataset.asOf]"
+    )
     answered = now - timedelta(minutes=4) + timedelta(seconds=33)
-    if answered.replace(minute=answered.minute // 30 * 30, second=0) == now.replace(
-        minute=now.minute // 30 * 30, second=0
-    ):  # the sales call, answered after 33 s against 30 s, counts in this interval
+    if half_hour(answered) == half_hour(as_of(sales_as_of)):
+        # the sales call, answered after 33 s against 30 s, counts in the tile's interval
         assert level is not None and "Missed" in level  # a word and an icon, not a colour
 
     # Between events nothing arrives, and the longest wait still counts up on screen.
