@@ -61,7 +61,7 @@ def _store_writes(raw: list[bytes]) -> tuple[float, float, int]:
         # The baseline: the very rows, plainly inserted into the same (empty) tables of a
         # second store, with their primary keys but without the upsert.
         db = sqlite3.connect(Path(d) / "store.db")
-        tables = ("queue_buckets", "agent_buckets", "state_buckets", "legs")
+        tables = ("queue_buckets", "agent_buckets", "state_segments", "legs")
         dump = {t: db.execute(f"SELECT * FROM {t}").fetchall() for t in tables}
         db.close()
         SqliteStore(Path(d) / "plain.db").close()

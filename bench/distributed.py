@@ -258,7 +258,7 @@ def measure_pipeline(
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT (SELECT count(*) FROM queue_buckets) + (SELECT count(*) FROM legs)"
-            " + (SELECT count(*) FROM agent_buckets) + (SELECT count(*) FROM state_buckets)"
+            " + (SELECT count(*) FROM agent_buckets) + (SELECT count(*) FROM state_segments)"
         ).fetchone()
     return Pipeline(
         n, len(shaped), produce_s, raw_shaped, raw_single, naive_n, naive_s, ours_shaped,

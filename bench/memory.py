@@ -119,15 +119,16 @@ for n, event in enumerate(simulate(scenario, 1, start, timedelta(hours=hours))):
 centre.clear_dirty()
 centre.evict()
 queues = len({(t, q) for t, q, _ in centre.queue_buckets})
-agents = len({(t, a) for t, a, _ in centre.state_buckets})
+agents = len(centre.timelines)
+changes = sum(len(t.changes) for t in centre.timelines.values())
 print(rss_bytes() - before, queues, agents, len(centre.legs), len(centre.queue_buckets),
-      len(centre.agent_buckets), len(centre.state_buckets))
+      len(centre.agent_buckets), changes)
 """
 
 
 def retained_rss(hours: float) -> tuple[float, list[int]]:
     """(RSS bytes per retained queue-day, what the keeping child held: queues, agents, legs,
-    queue, agent and state buckets): two child processes feed
+    queue and agent buckets, agent state changes): two child processes feed
     `hours` of the large centre through the core, one keeping everything (a horizon longer
     than the run), one with the default 2 h horizon; the difference is the memory of
     keeping `hours - 2` hours more of every queue's buckets, legs and agent buckets."""
@@ -157,7 +158,7 @@ def measure(quick: bool) -> list[Row]:
     leg = per_open_leg(20_000 if quick else 200_000)
     day = per_queue_day(5 if quick else 50)
     hours = 4.0 if quick else 12.0
-    retained, (queues, agents, kept, q_buckets, a_buckets, s_buckets) = retained_rss(hours)
+    retained, (queues, agents, kept, q_buckets, a_buckets, changes) = retained_rss(hours)
     sent, legs, half, peak, last = replay_rss(100_000 if quick else 1_000_000)
     return [
         Row("memory", "heap per open leg", "bytes", leg),
@@ -166,8 +167,8 @@ def measure(quick: bool) -> list[Row]:
         Row("memory", "RSS per retained queue-day of core state", "bytes", retained,
             note=f"(RSS keeping {hours:g} h of the large centre - RSS keeping the default"
                  f" 2 h) / ({queues} queues x {hours - 2:g} h); kept: {kept:,} legs,"
-                 f" {q_buckets:,} queue, {a_buckets:,} agent and {s_buckets:,} state buckets"
-                 f" of {agents} agents"),
+                 f" {q_buckets:,} queue and {a_buckets:,} agent buckets, {changes:,} state"
+                 f" changes of {agents} agents"),
         Row("memory", f"RSS at the end of a {sent:,}-event embedded replay", "MiB", last,
             baseline=half, baseline_name="RSS half-way", target=1.25, higher_is_better=False,
             note=f"max {peak:.0f} MiB; {legs:,} legs held at the end (horizon 2 h)"),

@@ -483,9 +483,10 @@ class Stored:
     legs: dict[LegKey, dict[str, Any]]
     restated: set[QKey] = field(default_factory=set)
     #: Everything else a store of the same mode can be compared on, run against run: every
-    #: stored leg column (caller key, priority, anomalies ...) and agent state-time buckets.
+    #: stored leg column (caller key, priority, anomalies ...) and agent state segments
+    #: ((tenant, agent, start, change event id) -> (state, end)).
     records: list[tuple[Any, ...]] = field(default_factory=list)
-    state: dict[AKey, tuple[int, ...]] = field(default_factory=dict)
+    state: dict[tuple[str, str, int, str], tuple[str, int]] = field(default_factory=dict)
 
 
 def read_sqlite(data_dir: Path) -> Stored:
@@ -510,8 +511,10 @@ def read_sqlite(data_dir: Path) -> Stored:
             "SELECT tenant_id, queue_id, minute_ms FROM queue_buckets WHERE restated > 0"
         ).fetchall()
         state = {
-            (r[0], r[1], r[2]): tuple(r[3:])
-            for r in db.execute("SELECT * FROM state_buckets").fetchall()
+            (r[0], r[1], r[2], r[3]): (r[4], r[5])
+            for r in db.execute(
+                "SELECT tenant_id, agent_id, start_ms, event_id, state, end_ms FROM state_segments"
+            ).fetchall()
         }
     finally:
         db.close()

@@ -68,7 +68,7 @@ def embedded_result(tmp_path: Path, bodies: list[bytes]) -> dict[str, Any]:
         tenants = sorted({k[0] for k in store.all_queue_buckets()})
         states = {}
         for tenant in tenants:
-            states.update(store.state_buckets(tenant, 0, 2**62))
+            states.update((s.key, s) for s in store.state_segments(tenant, 0, 2**62))
         return {
             "queue": store.all_queue_buckets(),
             "agent": store.all_agent_buckets(),
@@ -87,7 +87,7 @@ def distributed_result(database_url: str) -> dict[str, Any]:
         return {
             "queue": store.all_queue_buckets(),
             "agent": store.all_agent_buckets(),
-            "state": {k: v for k, v in store.all_state_buckets().items()},
+            "state": {s.key: s for s in store.all_segments()},
             "legs": sorted(msgspec.structs.astuple(r) for r in store.all_legs()),
         }
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from itertools import pairwise
 from typing import Any
 
 import msgspec
@@ -108,19 +109,22 @@ def test_writes_are_absolute_and_a_claim_restores_the_state(pg_url: str) -> None
         # Writing the same absolute values again changes nothing (a replay after a crash).
         centre.dirty_queue.update(centre.queue_buckets)
         centre.dirty_agent.update(centre.agent_buckets)
+        centre.dirty_segments.update(
+            (s.key, s) for timeline in centre.timelines.values() for s in timeline.segments()
+        )
         write(writer, 1, 20, centre, touched)
         assert (store.all_queue_buckets(), store.all_agent_buckets(), store.all_legs()) == first
 
         oracle_q, oracle_a = batch(wire(recorded_events(12)))
         assert nonzero(first[0]) == nonzero(oracle_q)
         assert nonzero(first[1]) == nonzero(oracle_a)
-        assert store.all_state_buckets() == {k: v for k, v in centre.state_buckets.items()}
+        segments = [s for timeline in centre.timelines.values() for s in timeline.segments()]
+        assert {s.key: s for s in store.all_segments()} == {s.key: s for s in segments}
 
         again = asyncio.run(writer.claim(0))
         assert again.generation == 2 and again.applied_offset == 20
         assert again.centre.queue_buckets == centre.queue_buckets
         assert again.centre.agent_buckets == centre.agent_buckets
-        assert again.centre.state_buckets == centre.state_buckets
         assert again.centre.legs == centre.legs
         assert again.centre.timelines == centre.timelines
         assert {k: v for k, v in again.centre.waiting.items() if v} == {
@@ -153,9 +157,11 @@ def test_per_agent_totals_match_the_batch_recomputation(pg_url: str) -> None:
                     handle[agent].merge(c)
             assert nonzero(store.agent_totals(tenant, start, end)) == nonzero(dict(handle))
             states: dict[str, StateTime] = defaultdict(StateTime)
-            for (t, agent, minute), st in centre.state_buckets.items():
-                if t == tenant and start <= minute < end:
-                    states[agent].merge(st)
+            for (t, agent), timeline in centre.timelines.items():
+                for before, after in pairwise(timeline.changes):
+                    overlap = min(after.at, end) - max(before.at, start)
+                    if t == tenant and overlap > 0:
+                        states[agent].add(before.state, overlap)
             assert store.state_totals(tenant, start, end) == dict(states)
     finally:
         asyncio.run(writer.close())

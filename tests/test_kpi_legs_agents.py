@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from services.kpi.agents import team_figures
+from services.kpi.agents import team_figures, time_in_state
 from services.kpi.centre import QUARANTINED, Centre, Settings
 from services.kpi.counters import AgentCounters, StateTime
 from services.kpi.events import Event
@@ -170,9 +170,7 @@ def test_occupancy_and_team_average_by_hand() -> None:
     ]
     random.Random(3).shuffle(evs)
     apply_all(centre, evs)
-    per_agent: dict[str, StateTime] = {}
-    for (_, agent, _), st in centre.state_buckets.items():
-        per_agent.setdefault(agent, StateTime()).merge(st)
+    per_agent = time_in_state(centre.dirty_segments.values(), 0, 2**62)
     assert per_agent["a"] == StateTime(available_ms=120 * S, on_call_ms=120 * S, wrapup_ms=60 * S)
     assert per_agent["b"] == StateTime(available_ms=240 * S, on_call_ms=60 * S)
     counters = {

@@ -1,19 +1,23 @@
-"""Per-minute time in state from agent state changes, in any order, against a batch split.
+"""Time in state from agent state changes, in any order, against a batch split.
 
-The core takes two paths: a change after all others adds its closed segment to the minutes
-it covers; any other change recomputes the minutes it touches. Both must give what an
+The core hands the store closed segments, one per change, rewritten when a later-arriving
+change shortens one. It takes two paths: a change after all others closes the open
+segment; any other change rewrites the segment before it and writes its own. The segments
+as stored (the last write of each key wins), cut at minute edges, must give what an
 independent computation gives from the sorted, deduplicated changes.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from itertools import pairwise
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.kpi.agents import Segment, SegmentKey, time_in_state
 from services.kpi.centre import Centre
 from services.kpi.counters import AGENT_STATES
 from services.kpi.leg import at_ms
@@ -39,13 +43,18 @@ def expected(changes: list[tuple[str, int, str, str]]) -> dict[tuple[str, int, s
     return result
 
 
-def stored(centre: Centre) -> dict[tuple[str, int, str], int]:
+def per_minute(segments: Iterable[Segment]) -> dict[tuple[str, int, str], int]:
+    """(agent, minute, state) -> ms of the segments, through `time_in_state` per minute."""
     result: dict[tuple[str, int, str], int] = {}
-    for (_, agent, minute), times in centre.state_buckets.items():
-        for state in AGENT_STATES:
-            ms = getattr(times, f"{state}_ms")
-            if ms:
-                result[(agent, minute, state)] = ms
+    segments = list(segments)
+    first = min((s.start_ms for s in segments), default=0)
+    last = max((s.end_ms for s in segments), default=0)
+    for minute in range(first - first % MINUTE, last, MINUTE):
+        for agent, times in time_in_state(segments, minute, minute + MINUTE).items():
+            for state in AGENT_STATES:
+                ms = getattr(times, f"{state}_ms")
+                if ms:
+                    result[(agent, minute, state)] = ms
     return result
 
 
@@ -75,10 +84,18 @@ def test_state_time_in_any_order_matches_batch(
     random.Random(seed).shuffle(tail)
     delivery: list[Any] = ordered[:cut] + tail + ordered[: 1 + seed % 2]
     centre = Centre()
+    written: dict[SegmentKey, Segment] = {}  # the store: one row per key, last write wins
     for agent, at, event_id, state in delivery:
         ev = event(
             "agent.state_changed", at / 1000, agent_id=agent, team_id="t", state=state,
             event_id=event_id, reason="lunch" if state == "aux" else None,
         )  # fmt: skip
         centre.apply(ev, at_ms(ev))
-    assert stored(centre) == expected(changes)
+        if seed % 3 == 0:  # flushed after each event, or only at the end
+            written.update(centre.dirty_segments)
+            centre.clear_dirty()
+    written.update(centre.dirty_segments)
+    assert per_minute(written.values()) == expected(changes)
+    # The timelines in memory give the same segments as those written.
+    in_memory = [s for timeline in centre.timelines.values() for s in timeline.segments()]
+    assert {s.key: s for s in in_memory} == {k: s for k, s in written.items()}

@@ -139,7 +139,7 @@ class _Partition:
         c = self.centre
         return bool(
             self.meta_dirty or self.legs or self.timelines or self.gone or self.surveys
-            or c.dirty_queue or c.dirty_agent or c.dirty_state or c.dirty_agents
+            or c.dirty_queue or c.dirty_agent or c.dirty_segments or c.dirty_agents
         )  # fmt: skip
 
 

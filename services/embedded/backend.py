@@ -8,7 +8,7 @@ import time
 from ..aggregator.embedded import EmbeddedAggregator
 from ..api.backend import Health, Unavailable
 from ..bus.sqlite_log import EventLog
-from ..kpi.agents import Change
+from ..kpi.agents import Change, time_in_state
 from ..kpi.contracts import Contract
 from ..kpi.counters import AgentCounters, Counters, StateTime, merged
 from ..kpi.events import Event, encode_event
@@ -155,16 +155,13 @@ class EmbeddedBackend(EmbeddedTenancy):
         return totals
 
     def state_times(self, tenant_id: str, start_ms: int, end_ms: int) -> dict[str, StateTime]:
-        centre = self.aggregator.centre
-        split = max(start_ms, min(end_ms, centre.evicted_until_ms))
-        found = self.store.state_buckets(tenant_id, start_ms, split) if split > start_ms else {}
-        for key, time_in_state in centre.state_buckets.items():
-            if key[0] == tenant_id and split <= key[2] < end_ms:
-                found[key] = time_in_state
-        totals: dict[str, StateTime] = {}
-        for (_, agent, _), time_in_state in found.items():
-            totals.setdefault(agent, StateTime()).merge(time_in_state)
-        return totals
+        # The stored segments, with those of changes still in memory taken from memory
+        # (the same keys: memory is ahead of the last flush).
+        segments = {s.key: s for s in self.store.state_segments(tenant_id, start_ms, end_ms)}
+        for (tenant, _), timeline in self.aggregator.centre.timelines.items():
+            if tenant == tenant_id:
+                segments.update((s.key, s) for s in timeline.segments())
+        return time_in_state(segments.values(), start_ms, end_ms)
 
     def put_link(self, link: WallboardLink) -> None:
         self.store.put_link(link)

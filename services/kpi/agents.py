@@ -1,15 +1,14 @@
-"""Agent state timelines: order-independent, with per-minute time in state."""
+"""Agent state timelines: order-independent, with time in state as closed segments."""
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from itertools import pairwise
+from collections.abc import Iterable
 
 import msgspec
 
 from .contracts import Ratio, ratio
-from .counters import STATE_FIELD, AgentCounters, StateTime
-from .leg import MINUTE_MS, minute_of
+from .counters import AgentCounters, StateTime
 
 
 class Change(msgspec.Struct, array_like=True, order=True, gc=False):
@@ -27,6 +26,26 @@ class Change(msgspec.Struct, array_like=True, order=True, gc=False):
     queues: tuple[str, ...]
 
 
+class Segment(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A closed stretch of one state: from a change (its instant and event id) to the next
+    change of the same agent. The stored form of time in state, one row per change; the
+    stretch after an agent's latest change is open and is added at read time."""
+
+    tenant_id: str
+    agent_id: str
+    start_ms: int
+    event_id: str
+    state: str
+    end_ms: int
+
+    @property
+    def key(self) -> SegmentKey:
+        return self.tenant_id, self.agent_id, self.start_ms, self.event_id
+
+
+SegmentKey = tuple[str, str, int, str]
+
+
 class Timeline(msgspec.Struct, kw_only=True):
     """An agent's state changes in event-time order."""
 
@@ -34,18 +53,16 @@ class Timeline(msgspec.Struct, kw_only=True):
     agent_id: str
     changes: list[Change] = []
 
-    def insert(self, change: Change) -> tuple[int, int] | None:
-        """Add a change; returns the span (ms) whose time in state it altered, or None for
-        a duplicate (the same event id at the same instant: changes sort by instant, then
-        id, so a re-sent change lands on its twin)."""
+    def insert(self, change: Change) -> int | None:
+        """Add a change; returns its index, or None for a duplicate (the same event id at
+        the same instant: changes sort by instant, then id, so a re-sent change lands on its
+        twin)."""
         changes = self.changes
         i = bisect_left(changes, change)
         if i < len(changes) and changes[i].event_id == change.event_id:
             return None
         changes.insert(i, change)
-        start = changes[i - 1].at if i > 0 else change.at
-        end = changes[i + 1].at if i + 1 < len(changes) else change.at
-        return start, end
+        return i
 
     @property
     def current(self) -> Change | None:
@@ -58,44 +75,18 @@ class Timeline(msgspec.Struct, kw_only=True):
                 return change
         return None
 
-    def state_times(self, start: int, end: int) -> dict[int, StateTime]:
-        """Time in each state per minute for the minutes touched by [start, end], from the
-        closed segments only (the segment after the last change is open and is added at
-        read time). Every touched minute is in the result, empty or not."""
-        first, last = minute_of(start), minute_of(max(start, end))
-        lo, hi = first, last + MINUTE_MS
-        result: dict[int, StateTime] = {}
+    def segment(self, i: int) -> Segment | None:
+        """The closed segment of the `i`-th change, None for the last (open) one."""
         changes = self.changes
-        i = max(0, bisect_left(changes, lo, key=_at) - 1)
-        for before, after in pairwise(changes[i:]):
-            if before.at >= hi:
-                break
-            seg_lo, seg_hi = max(before.at, lo), min(after.at, hi)
-            field = STATE_FIELD[before.state]
-            while seg_lo < seg_hi:
-                minute = seg_lo - seg_lo % MINUTE_MS
-                piece = min(seg_hi, minute + MINUTE_MS) - seg_lo
-                bucket = result.get(minute)
-                if bucket is None:
-                    bucket = result[minute] = StateTime()
-                setattr(bucket, field, getattr(bucket, field) + piece)
-                seg_lo += piece
-        for minute in range(first, hi, MINUTE_MS):
-            if minute not in result:
-                result[minute] = StateTime()
-        return result
-
-    def state_time(self, minute: int) -> StateTime:
-        """Time in each state inside one minute (see `state_times`)."""
-        return self.state_times(minute, minute)[minute]
-
-    def open_segment(self, start: int, end: int) -> tuple[str, int] | None:
-        """(state, ms) of the open segment after the last change, inside [start, end)."""
-        last = self.current
-        if last is None:
+        if not 0 <= i < len(changes) - 1:
             return None
-        overlap = end - max(last.at, start)
-        return (last.state, overlap) if overlap > 0 else None
+        change = changes[i]
+        return Segment(self.tenant_id, self.agent_id, change.at, change.event_id,
+                       change.state, changes[i + 1].at)  # fmt: skip
+
+    def segments(self) -> list[Segment]:
+        """The closed segments of the changes held."""
+        return [s for i in range(len(self.changes) - 1) if (s := self.segment(i)) is not None]
 
     def evict_before(self, cutoff_ms: int) -> bool:
         """Forget changes before `cutoff_ms`, keeping the last one (it sets the state
@@ -106,13 +97,21 @@ class Timeline(msgspec.Struct, kw_only=True):
         return keep_from > 0
 
 
+def time_in_state(segments: Iterable[Segment], start_ms: int, end_ms: int) -> dict[str, StateTime]:
+    """Per agent, the time each state held inside [start_ms, end_ms), from closed segments."""
+    totals: dict[str, StateTime] = {}
+    for s in segments:
+        overlap = min(s.end_ms, end_ms) - max(s.start_ms, start_ms)
+        if overlap > 0:
+            found = totals.get(s.agent_id)
+            if found is None:
+                found = totals[s.agent_id] = StateTime()
+            found.add(s.state, overlap)
+    return totals
+
+
 def _at(change: Change) -> int:
     return change.at
-
-
-def minutes_between(start: int, end: int) -> range:
-    """Starts of the minutes touched by [start, end] (at least the minute of `start`)."""
-    return range(minute_of(start), max(minute_of(start), end) + 1, MINUTE_MS)
 
 
 def occupancy(time_in_state: StateTime) -> Ratio:

@@ -13,13 +13,13 @@ events older than `max seen - horizon` are quarantined (counted, returned to the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Final
 
 import msgspec
 
-from .agents import Change, Timeline
-from .counters import STATE_FIELD, AgentCounters, Counters, StateTime, wait_bin
+from .agents import Change, Segment, SegmentKey, Timeline
+from .counters import AgentCounters, Counters, wait_bin
 from .events import AgentStateChanged, CallLegEvent, Event, QaEvaluated, SurveyCompleted
 from .leg import (
     ABANDONED,
@@ -76,17 +76,6 @@ HANDLE_PART: Final = 2
 TRANSFER_PART: Final = 3
 
 
-_NO_TIME: Final = StateTime()
-# A new state bucket holding `ms` in one state, by field name: one call, no setattr.
-_NEW_STATE_TIME: Final[dict[str, Callable[[int], StateTime]]] = {
-    "available_ms": lambda ms: StateTime(available_ms=ms),
-    "on_call_ms": lambda ms: StateTime(on_call_ms=ms),
-    "wrapup_ms": lambda ms: StateTime(wrapup_ms=ms),
-    "aux_ms": lambda ms: StateTime(aux_ms=ms),
-    "offline_ms": lambda ms: StateTime(offline_ms=ms),
-}
-
-
 class Centre:
     """Aggregation state; see the module docstring."""
 
@@ -97,12 +86,11 @@ class Centre:
         self.legs: dict[LegKey, Leg] = {}
         self.queue_buckets: dict[QKey, Counters] = {}
         self.agent_buckets: dict[AKey, AgentCounters] = {}
-        self.state_buckets: dict[AKey, StateTime] = {}
         self.timelines: dict[tuple[str, str], Timeline] = {}
         self.waiting: dict[tuple[str, str], set[LegKey]] = {}
         self.dirty_queue: set[QKey] = set()
         self.dirty_agent: set[AKey] = set()
-        self.dirty_state: set[AKey] = set()
+        self.dirty_segments: dict[SegmentKey, Segment] = {}
         self.dirty_legs: set[LegKey] = set()
         self.dirty_agents: set[tuple[str, str]] = set()
         self.restated: set[QKey] = set()
@@ -323,46 +311,24 @@ class Centre:
         changes = timeline.changes
         if changes and changes[-1] < change:
             # The usual case, a change after all others (where `insert` would put it): it
-            # closes the open segment and alters nothing else, so the segment's pieces are
-            # added to the minutes they fall in.
+            # closes the open segment and alters no other.
             last = changes[-1]
             changes.append(change)
             self.dirty_agents.add(tkey)
-            start = last.at
-            if start < self.evicted_until_ms:
-                start = self.evicted_until_ms
-            if start >= occurred_ms:
-                return APPLIED
-            field = STATE_FIELD[last.state]
-            make = _NEW_STATE_TIME[field]
-            buckets = self.state_buckets
-            dirty = self.dirty_state
-            minute = start - start % MINUTE_MS
-            while True:
-                following = minute + MINUTE_MS
-                stop = occurred_ms if occurred_ms < following else following
-                ak = (tenant, agent, minute)
-                bucket = buckets.get(ak)
-                if bucket is None:
-                    buckets[ak] = make(stop - start)
-                else:
-                    setattr(bucket, field, getattr(bucket, field) + stop - start)
-                dirty.add(ak)
-                if stop == occurred_ms:
-                    return APPLIED
-                start = minute = following
-        span = timeline.insert(change)
-        if span is None:
+            self.dirty_segments[(tenant, agent, last.at, last.event_id)] = Segment(
+                tenant, agent, last.at, last.event_id, last.state, occurred_ms
+            )
+            return APPLIED
+        i = timeline.insert(change)
+        if i is None:
             return DUPLICATE
         self.dirty_agents.add(tkey)
-        start, end = span
-        # A change before others (or the first one): recompute the minutes it touched.
-        for minute, value in timeline.state_times(max(start, self.evicted_until_ms), end).items():
-            ak = (tenant, agent, minute)
-            if value == _NO_TIME and ak not in self.state_buckets:
-                continue
-            self.state_buckets[ak] = value
-            self.dirty_state.add(ak)
+        # A change before others (or the first one): the segment before it now ends at it,
+        # and its own runs to the next change.
+        for j in (i - 1, i):
+            segment = timeline.segment(j)
+            if segment is not None:
+                self.dirty_segments[segment.key] = segment
         return APPLIED
 
     # -- reading ----------------------------------------------------------------------
@@ -370,7 +336,7 @@ class Centre:
     def clear_dirty(self) -> None:
         self.dirty_queue.clear()
         self.dirty_agent.clear()
-        self.dirty_state.clear()
+        self.dirty_segments.clear()
         self.dirty_legs.clear()
         self.dirty_agents.clear()
         self.restated.clear()
@@ -405,11 +371,7 @@ class Centre:
         if until <= self.evicted_until_ms:
             return evicted
         self.evicted_until_ms = until
-        for mapping in (
-            self.queue_buckets,
-            self.agent_buckets,
-            self.state_buckets,
-        ):
+        for mapping in (self.queue_buckets, self.agent_buckets):
             for k in [k for k in mapping if k[2] < until]:
                 del mapping[k]
         for agent_key, timeline in self.timelines.items():
@@ -450,14 +412,6 @@ class Centre:
         centre.clear_dirty()
         for timeline in cp.timelines:
             centre.timelines[(timeline.tenant_id, timeline.agent_id)] = timeline
-            if timeline.changes:
-                first = max(timeline.changes[0].at, centre.evicted_until_ms)
-                times = timeline.state_times(first, timeline.changes[-1].at)
-                for minute, value in times.items():
-                    if value != _NO_TIME:
-                        centre.state_buckets[(timeline.tenant_id, timeline.agent_id, minute)] = (
-                            value
-                        )
         return centre
 
 

@@ -176,7 +176,7 @@ STATE_FIELD: Final = {state: f"{state}_ms" for state in AGENT_STATES}
 
 
 class StateTime(msgspec.Struct, kw_only=True, gc=False):
-    """Milliseconds one agent spent in each state inside one 1-minute UTC bucket."""
+    """Milliseconds one agent (or a team) spent in each state over some span."""
 
     available_ms: int = 0
     on_call_ms: int = 0

@@ -56,7 +56,7 @@ assert set(VARIANT_SQL) == set(VARIANTS), "an SL variant is missing from the SQL
 GRAFANA_TABLES: Final = (
     "queue_buckets",
     "agent_buckets",
-    "state_buckets",
+    "state_segments",
     "agents",
     "known_queues",
     "queue_snapshots",
@@ -385,10 +385,14 @@ def functions(schema: str) -> list[str]:
                    WHERE b.tenant_id = p_tenant AND b.bucket >= p_from AND b.bucket < p_to
                    GROUP BY b.agent_id),
                t AS (
-                   SELECT b.agent_id, sum(b.available_ms)::bigint AS av,
-                          sum(b.on_call_ms)::bigint AS oc, sum(b.wrapup_ms)::bigint AS wu
-                   FROM {s}.state_buckets b JOIN m USING (agent_id)
-                   WHERE b.tenant_id = p_tenant AND b.bucket >= p_from AND b.bucket < p_to
+                   SELECT b.agent_id,
+                          coalesce(sum(o.ms) FILTER (WHERE b.state = 'available'), 0)::bigint AS av,
+                          coalesce(sum(o.ms) FILTER (WHERE b.state = 'on_call'), 0)::bigint AS oc,
+                          coalesce(sum(o.ms) FILTER (WHERE b.state = 'wrapup'), 0)::bigint AS wu
+                   FROM {s}.state_segments b JOIN m USING (agent_id)
+                   CROSS JOIN LATERAL (SELECT {s}.epoch_ms(least(b.end_at, p_to))
+                       - {s}.epoch_ms(greatest(b.start_at, p_from)) AS ms) o
+                   WHERE b.tenant_id = p_tenant AND b.end_at > p_from AND b.start_at < p_to
                    GROUP BY b.agent_id),
                x AS (
                    SELECT m.agent_id, m.state, m.since_ms, m.queues,

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 
 from . import pg_reporting
-from .records import AGENT_FIELDS, SCALAR_COUNTER_FIELDS, STATE_FIELDS
+from .records import AGENT_FIELDS, SCALAR_COUNTER_FIELDS
 
 SCHEMA_VERSION = 1
 TENANT_SETTING = "callpulse.tenant_id"
@@ -36,7 +36,7 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 #: Tables of one tenant's data, which the API reads through `api_<name>` views only.
 API_TABLES = (
-    "queue_buckets", "agent_buckets", "state_buckets", "legs", "agents", "known_queues",
+    "queue_buckets", "agent_buckets", "state_segments", "legs", "agents", "known_queues",
     "queue_snapshots", "surveys", "contracts",
 )  # fmt: skip
 #: The registry the API's admin routes maintain across tenants (no row-level security;
@@ -47,7 +47,7 @@ REGISTRY_TABLES = ("tenants", "queues", "api_keys", "api_key_grants", "wallboard
 HYPERTABLES = (
     ("queue_buckets", "bucket", "tenant_id, queue_id"),
     ("agent_buckets", "bucket", "tenant_id, agent_id"),
-    ("state_buckets", "bucket", "tenant_id, agent_id"),
+    ("state_segments", "start_at", "tenant_id, agent_id"),
     ("legs", "leg_at", "tenant_id, queue_id"),
     ("queue_snapshots", "at", "tenant_id, queue_id"),
 )
@@ -98,10 +98,13 @@ def tables() -> list[str]:
             tenant_id text NOT NULL, agent_id text NOT NULL, bucket timestamptz NOT NULL,
             shard integer NOT NULL, {_ints(AGENT_FIELDS)},
             PRIMARY KEY (tenant_id, agent_id, bucket, shard)) WITH (fillfactor = 70)""",
-        f"""CREATE TABLE IF NOT EXISTS state_buckets (
-            tenant_id text NOT NULL, agent_id text NOT NULL, bucket timestamptz NOT NULL,
-            {_ints(STATE_FIELDS)},
-            PRIMARY KEY (tenant_id, agent_id, bucket)) WITH (fillfactor = 70)""",
+        # Time in state: one row per closed segment (from a change to the agent's next),
+        # keyed by the change; readers sum the overlaps with their span.
+        """CREATE TABLE IF NOT EXISTS state_segments (
+            tenant_id text NOT NULL, agent_id text NOT NULL, start_at timestamptz NOT NULL,
+            event_id text NOT NULL, state text NOT NULL, end_at timestamptz NOT NULL,
+            PRIMARY KEY (tenant_id, agent_id, start_at, event_id)) WITH (fillfactor = 70)""",
+        "CREATE INDEX IF NOT EXISTS state_segments_by_end ON state_segments (tenant_id, end_at)",
         # `leg_at` is the leg's earliest event; it only moves earlier, and the writer
         # deletes the row under the older `leg_at` when it does.
         """CREATE TABLE IF NOT EXISTS legs (

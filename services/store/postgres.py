@@ -27,7 +27,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from ..kpi.agents import Timeline
+from ..kpi.agents import Segment, Timeline
 from ..kpi.centre import AKey, Centre, Checkpoint, QKey, Settings, Stats
 from ..kpi.contracts import Contract
 from ..kpi.counters import AgentCounters, Counters, StateTime
@@ -41,7 +41,6 @@ from .records import (
     AGENT_FIELDS,
     LEG_COLUMNS,
     SCALAR_COUNTER_FIELDS,
-    STATE_FIELDS,
     LegRecord,
     leg_record,
 )
@@ -65,6 +64,10 @@ _ACCESS_COLUMNS: Final = "seq, at_ms, key_id, role, tenant_id, method, path, que
 _TS: Final = "(timestamptz '1970-01-01 00:00:00+00' + {} * interval '1 millisecond')"
 # timestamptz -> ms since the epoch, exactly (extract returns numeric).
 _MS: Final = "(extract(epoch FROM {}) * 1000)::bigint"
+
+_SEGMENT_COLS: Final = (
+    f"tenant_id, agent_id, {_MS.format('start_at')}, event_id, state, {_MS.format('end_at')}"
+)
 
 _EMBEDDED_TOPIC: Final = ""
 
@@ -243,18 +246,15 @@ class PostgresStore:
             assert row is not None
             return _counters(row[:-2], row[-2], row[-1])
 
-    def state_buckets(self, tenant_id: str, start_ms: int, end_ms: int) -> dict[AKey, StateTime]:
+    def state_segments(self, tenant_id: str, start_ms: int, end_ms: int) -> list[Segment]:
+        """The tenant's closed segments overlapping [start_ms, end_ms)."""
         with self._tenant(tenant_id) as cur:
             cur.execute(
-                f"SELECT tenant_id, agent_id, {_MS.format('bucket')}, {', '.join(STATE_FIELDS)}"
-                " FROM api_state_buckets WHERE tenant_id = %s"
-                f" AND bucket >= {_TS.format('%s')} AND bucket < {_TS.format('%s')}",
+                f"SELECT {_SEGMENT_COLS} FROM api_state_segments WHERE tenant_id = %s"
+                f" AND end_at > {_TS.format('%s')} AND start_at < {_TS.format('%s')}",
                 (tenant_id, start_ms, end_ms),
             )
-            return {
-                (r[0], r[1], r[2]): StateTime(**dict(zip(STATE_FIELDS, r[3:], strict=True)))
-                for r in cur.fetchall()
-            }
+            return [Segment(*r) for r in cur.fetchall()]
 
     def agent_totals(self, tenant_id: str, start_ms: int, end_ms: int) -> dict[str, AgentCounters]:
         """Per agent, the sum of its handle-time buckets in [start_ms, end_ms) (all shards)."""
@@ -262,9 +262,20 @@ class PostgresStore:
         return {r[0]: AgentCounters(**dict(zip(AGENT_FIELDS, r[1:], strict=True))) for r in rows}
 
     def state_totals(self, tenant_id: str, start_ms: int, end_ms: int) -> dict[str, StateTime]:
-        """Per agent, time in each state in the buckets of [start_ms, end_ms)."""
-        rows = self._per_agent_sums("api_state_buckets", STATE_FIELDS, tenant_id, start_ms, end_ms)
-        return {r[0]: StateTime(**dict(zip(STATE_FIELDS, r[1:], strict=True))) for r in rows}
+        """Per agent, time in each state inside [start_ms, end_ms) (closed segments)."""
+        lo, hi = _TS.format("%(lo)s"), _TS.format("%(hi)s")
+        with self._tenant(tenant_id) as cur:
+            cur.execute(
+                f"SELECT agent_id, state, sum({_MS.format(f'least(end_at, {hi})')}"
+                f" - {_MS.format(f'greatest(start_at, {lo})')})::bigint"
+                " FROM api_state_segments WHERE tenant_id = %(tenant)s"
+                f" AND end_at > {lo} AND start_at < {hi} GROUP BY agent_id, state",
+                {"tenant": tenant_id, "lo": start_ms, "hi": end_ms},
+            )
+            totals: dict[str, StateTime] = {}
+            for agent, state, ms in cur.fetchall():
+                totals.setdefault(agent, StateTime()).add(state, ms)
+            return totals
 
     def _per_agent_sums(
         self, view: str, fields: Sequence[str], tenant_id: str, start_ms: int, end_ms: int
@@ -528,15 +539,8 @@ class PostgresStore:
             for r in rows
         }
 
-    def all_state_buckets(self) -> dict[AKey, StateTime]:
-        rows = self._all(
-            f"SELECT tenant_id, agent_id, {_MS.format('bucket')}, {', '.join(STATE_FIELDS)}"
-            " FROM state_buckets"
-        )
-        return {
-            (r[0], r[1], r[2]): StateTime(**dict(zip(STATE_FIELDS, r[3:], strict=True)))
-            for r in rows
-        }
+    def all_segments(self) -> list[Segment]:
+        return [Segment(*r) for r in self._all(f"SELECT {_SEGMENT_COLS} FROM state_segments")]
 
     def all_legs(self) -> list[LegRecord]:
         rows = self._all(f"SELECT {', '.join(LEG_COLUMNS)} FROM legs ORDER BY 1, 2, 3, 4")
@@ -552,7 +556,7 @@ class Rows:
 
     queue: list[tuple[Any, ...]] = field(default_factory=list)
     agent: list[tuple[Any, ...]] = field(default_factory=list)
-    state: list[tuple[Any, ...]] = field(default_factory=list)
+    segments: list[tuple[Any, ...]] = field(default_factory=list)
     legs: list[tuple[Any, ...]] = field(default_factory=list)
     agents: list[tuple[Any, ...]] = field(default_factory=list)
     snapshots: list[tuple[Any, ...]] = field(default_factory=list)
@@ -582,9 +586,7 @@ class Rows:
         for k in centre.dirty_agent:
             a = centre.agent_buckets[k]
             self.agent.append((*k, shard, *msgspec.structs.astuple(a)))  # AGENT_FIELDS order
-        for k in centre.dirty_state:
-            s = centre.state_buckets[k]
-            self.state.append((*k, *msgspec.structs.astuple(s)))  # STATE_FIELDS order
+        self.segments += map(msgspec.structs.astuple, centre.dirty_segments.values())
         for key in legs:
             leg = centre.legs.get(key)
             if leg is not None:
@@ -617,13 +619,13 @@ class Rows:
                 )  # fmt: skip
 
     def extend(self, other: Rows) -> None:
-        for name in ("queue", "agent", "state", "legs", "agents", "snapshots", "surveys"):
+        for name in ("queue", "agent", "segments", "legs", "agents", "snapshots", "surveys"):
             getattr(self, name).extend(getattr(other, name))
 
     def __len__(self) -> int:
         return sum(
             len(x)
-            for x in (self.queue, self.agent, self.state, self.legs, self.agents, self.snapshots,
+            for x in (self.queue, self.agent, self.segments, self.legs, self.agents, self.snapshots,
                       self.surveys)
         )  # fmt: skip
 
@@ -640,8 +642,8 @@ _STAGE_DDL: Final = [
     f"CREATE TEMP TABLE IF NOT EXISTS stage_agent (tenant_id text, agent_id text,"
     f" minute_ms bigint, shard integer, {', '.join(f'{f} bigint' for f in AGENT_FIELDS)})"
     " ON COMMIT DELETE ROWS",
-    f"CREATE TEMP TABLE IF NOT EXISTS stage_state (tenant_id text, agent_id text,"
-    f" minute_ms bigint, {', '.join(f'{f} bigint' for f in STATE_FIELDS)}) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS stage_segments (tenant_id text, agent_id text,"
+    " start_ms bigint, event_id text, state text, end_ms bigint) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE IF NOT EXISTS stage_legs (tenant_id text, call_id text, queue_id text,"
     " visit integer, queued_at_ms bigint, priority integer, caller_key text, outcome text,"
     " outcome_at_ms bigint, wait_ms bigint, agent_id text, flow_out_reason text,"
@@ -682,13 +684,14 @@ _MERGE: Final = {
         f" {', '.join(AGENT_FIELDS)} FROM stage_agent"
         f" ON CONFLICT (tenant_id, agent_id, bucket, shard) DO UPDATE SET {_set(AGENT_FIELDS)}",
     ),
-    "state": (
-        "stage_state",
-        ["tenant_id", "agent_id", "minute_ms", *STATE_FIELDS],
-        f"INSERT INTO state_buckets (tenant_id, agent_id, bucket, {', '.join(STATE_FIELDS)})"
-        f" SELECT tenant_id, agent_id, {_TS.format('minute_ms')}, {', '.join(STATE_FIELDS)}"
-        f" FROM stage_state ON CONFLICT (tenant_id, agent_id, bucket)"
-        f" DO UPDATE SET {_set(STATE_FIELDS)}",
+    "segments": (
+        "stage_segments",
+        list(Segment.__struct_fields__),
+        "INSERT INTO state_segments (tenant_id, agent_id, start_at, event_id, state, end_at)"
+        f" SELECT tenant_id, agent_id, {_TS.format('start_ms')}, event_id, state,"
+        f" {_TS.format('end_ms')} FROM stage_segments"
+        " ON CONFLICT (tenant_id, agent_id, start_at, event_id)"
+        " DO UPDATE SET state = excluded.state, end_at = excluded.end_at",
     ),
     "legs": (
         "stage_legs",
@@ -739,7 +742,7 @@ _COPY_TYPES: Final = {
     "stage_queue": [_TEXT, _TEXT, _INT8, *[_INT8] * len(SCALAR_COUNTER_FIELDS),
                     _TEXT, _TEXT, "bool"],
     "stage_agent": [_TEXT, _TEXT, _INT8, _INT4, *[_INT8] * len(AGENT_FIELDS)],
-    "stage_state": [_TEXT, _TEXT, _INT8, *[_INT8] * len(STATE_FIELDS)],
+    "stage_segments": [_TEXT, _TEXT, _INT8, _TEXT, _TEXT, _INT8],
     "stage_legs": [_TEXT, _TEXT, _TEXT, _INT4, _INT8, _INT4, _TEXT, _TEXT, _INT8, _INT8, _TEXT,
                    _TEXT, _INT8, _INT8, _INT8, _INT8, _INT8, _TEXT, _INT8, "bool"],
     "stage_leg_state": [_INT4, _TEXT, _TEXT, _TEXT, _INT4, "bytea"],

@@ -6,14 +6,13 @@ from typing import Any, Final
 
 import msgspec
 
-from ..kpi.counters import AgentCounters, Counters, StateTime
+from ..kpi.counters import AgentCounters, Counters
 from ..kpi.leg import ABANDONED, ANSWERED, Leg
 
 COUNTER_FIELDS: Final = tuple(Counters.__struct_fields__)
 assert COUNTER_FIELDS[-2:] == ("hist_answered", "hist_abandoned")
 SCALAR_COUNTER_FIELDS: Final = tuple(f for f in COUNTER_FIELDS if not f.startswith("hist_"))
 AGENT_FIELDS: Final = tuple(AgentCounters.__struct_fields__)
-STATE_FIELDS: Final = tuple(StateTime.__struct_fields__)
 
 LEG_COLUMNS: Final = (
     "tenant_id", "call_id", "queue_id", "visit", "queued_at_ms", "priority", "caller_key",

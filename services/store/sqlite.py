@@ -13,16 +13,16 @@ from pathlib import Path
 import msgspec
 from msgspec.structs import astuple
 
+from ..kpi.agents import Segment
 from ..kpi.centre import AKey, Centre, QKey
 from ..kpi.contracts import Contract
-from ..kpi.counters import AgentCounters, Counters, StateTime
+from ..kpi.counters import AgentCounters, Counters
 from .keys import ApiKey
 from .links import WallboardLink
 from .records import (
     AGENT_FIELDS,
     LEG_COLUMNS,
     SCALAR_COUNTER_FIELDS,
-    STATE_FIELDS,
     LegRecord,
     counters_from_row,
     counters_row,
@@ -39,7 +39,6 @@ _link = msgspec.json.Decoder(WallboardLink)
 def _schema() -> str:
     scalar = ", ".join(f"{f} INTEGER NOT NULL" for f in SCALAR_COUNTER_FIELDS)
     agent = ", ".join(f"{f} INTEGER NOT NULL" for f in AGENT_FIELDS)
-    state = ", ".join(f"{f} INTEGER NOT NULL" for f in STATE_FIELDS)
     legs = ", ".join(f"{c}" for c in LEG_COLUMNS)
     return f"""
     CREATE TABLE IF NOT EXISTS queue_buckets (
@@ -50,9 +49,11 @@ def _schema() -> str:
     CREATE TABLE IF NOT EXISTS agent_buckets (
         tenant_id TEXT NOT NULL, agent_id TEXT NOT NULL, minute_ms INTEGER NOT NULL, {agent},
         PRIMARY KEY (tenant_id, agent_id, minute_ms)) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS state_buckets (
-        tenant_id TEXT NOT NULL, agent_id TEXT NOT NULL, minute_ms INTEGER NOT NULL, {state},
-        PRIMARY KEY (tenant_id, agent_id, minute_ms)) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS state_segments (
+        tenant_id TEXT NOT NULL, agent_id TEXT NOT NULL, start_ms INTEGER NOT NULL,
+        event_id TEXT NOT NULL, state TEXT NOT NULL, end_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, agent_id, start_ms, event_id)) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS state_segments_by_end ON state_segments (tenant_id, end_ms);
     CREATE TABLE IF NOT EXISTS legs ({legs},
         PRIMARY KEY (tenant_id, call_id, queue_id, visit)) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS agents (
@@ -100,7 +101,7 @@ class SqliteStore:
             row[-3] = _json.encode(row[-3])
             row[-2] = _json.encode(row[-2])
         arows = [(*k, *astuple(centre.agent_buckets[k])) for k in centre.dirty_agent]
-        srows = [(*k, *astuple(centre.state_buckets[k])) for k in centre.dirty_state]
+        srows = [astuple(s) for s in centre.dirty_segments.values()]
         lrows = [
             tuple(msgspec.structs.astuple(leg_record(centre.legs[key])))
             for key in centre.dirty_legs
@@ -121,9 +122,7 @@ class SqliteStore:
             self._upsert(
                 "agent_buckets", 3, ["tenant_id", "agent_id", "minute_ms", *AGENT_FIELDS], arows
             )
-            self._upsert(
-                "state_buckets", 3, ["tenant_id", "agent_id", "minute_ms", *STATE_FIELDS], srows
-            )
+            self._upsert("state_segments", 4, list(Segment.__struct_fields__), srows)
             self._upsert("legs", 4, list(LEG_COLUMNS), lrows)
             self._upsert(
                 "agents",
@@ -229,16 +228,14 @@ class SqliteStore:
             for r in rows
         }
 
-    def state_buckets(self, tenant_id: str, start_ms: int, end_ms: int) -> dict[AKey, StateTime]:
+    def state_segments(self, tenant_id: str, start_ms: int, end_ms: int) -> list[Segment]:
+        """The tenant's closed segments overlapping [start_ms, end_ms)."""
         rows = self._db.execute(
-            f"SELECT tenant_id, agent_id, minute_ms, {', '.join(STATE_FIELDS)} FROM state_buckets"  # noqa: S608
-            " WHERE tenant_id = ? AND minute_ms >= ? AND minute_ms < ?",
+            "SELECT tenant_id, agent_id, start_ms, event_id, state, end_ms FROM state_segments"
+            " WHERE tenant_id = ? AND end_ms > ? AND start_ms < ?",
             (tenant_id, start_ms, end_ms),
         ).fetchall()
-        return {
-            (r[0], r[1], r[2]): StateTime(**dict(zip(STATE_FIELDS, r[3:], strict=True)))
-            for r in rows
-        }
+        return [Segment(*r) for r in rows]
 
     def queues(self, tenant_id: str) -> list[str]:
         """Queues of a tenant: those with data or with a contract of their own."""
