@@ -4,7 +4,7 @@ Kafka (librdkafka's mock broker) â†’ two `callpulse aggregator` Faust workers â†
 During the replay one worker is SIGKILLed several times and restarted, a third worker joins
 and later leaves (rebalances), events are re-sent (duplicates) and poison records are put
 on the topic behind the ingest's back. Afterwards every stored queue bucket, agent bucket,
-agent state bucket and leg equals, integer for integer, what the embedded mode stores for
+agent state segment and leg equals, integer for integer, what the embedded mode stores for
 the same input, and the buckets equal an independent batch recomputation
 (`tests/oracle.py`). The distributed API then answers an intervals query exactly as the
 embedded API does.

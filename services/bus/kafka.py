@@ -3,7 +3,7 @@
 Keys decide ownership. Every event of a call leg carries the key `[tenant, "q", queue]`, so
 all legs of a queue (and so every queue bucket of it, and the queue's waiting calls) belong
 to one partition, and a leg's events keep their order. Agent state changes carry
-`[tenant, "a"]`: all agent timelines of a tenant (and their state buckets) belong to one
+`[tenant, "a"]`: all agent timelines of a tenant (and their state segments) belong to one
 partition, which keeps each agent's changes in order and lets one message carry the state
 changes of many agents (a tenant's agents change state a few times a minute each, far
 below what one partition takes). Quality inputs go by tenant and call (QA: with the agents).
