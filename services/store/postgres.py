@@ -492,6 +492,7 @@ class PostgresStore:
         (offset, state) in one transaction, like `SqliteStore.write`. Returns rows."""
         rows = Rows.of(centre, shard=0, legs=centre.dirty_legs, queue_snapshots=False)
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            _create_stages(cur)
             n = _merge_sync(cur, rows)
             if checkpoint is not None:
                 cur.execute(
@@ -644,6 +645,11 @@ _STAGE_DDL: Final = [
     " ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE IF NOT EXISTS stage_segments (tenant_id text, agent_id text,"
     " start_ms bigint, event_id text, state text, end_ms bigint) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS stage_agents (tenant_id text, agent_id text, team_id text,"
+    " state text, since_ms bigint, queues text) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS stage_snapshots (tenant_id text, queue_id text,"
+    " at_ms bigint, calls_waiting bigint, longest_wait_ms bigint, oldest bigint)"
+    " ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE IF NOT EXISTS stage_legs (tenant_id text, call_id text, queue_id text,"
     " visit integer, queued_at_ms bigint, priority integer, caller_key text, outcome text,"
     " outcome_at_ms bigint, wait_ms bigint, agent_id text, flow_out_reason text,"
@@ -708,18 +714,20 @@ _MERGE: Final = {
         f" DO UPDATE SET {_set(LEG_COLUMNS[4:])}",
     ),
     "agents": (
-        None,
+        "stage_agents",
         ["tenant_id", "agent_id", "team_id", "state", "since_ms", "queues"],
         "INSERT INTO agents (tenant_id, agent_id, team_id, state, since_ms, queues)"
-        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, agent_id)"
+        " SELECT tenant_id, agent_id, team_id, state, since_ms, queues FROM stage_agents"
+        " ON CONFLICT (tenant_id, agent_id)"
         " DO UPDATE SET team_id = excluded.team_id, state = excluded.state,"
         " since_ms = excluded.since_ms, queues = excluded.queues",
     ),
     "snapshots": (
-        None,
+        "stage_snapshots",
         ["tenant_id", "queue_id", "at_ms", "calls_waiting", "longest_wait_ms", "oldest"],
         "INSERT INTO queue_snapshots (tenant_id, queue_id, at, calls_waiting,"
-        f" longest_wait_ms, oldest_queued_at_ms) VALUES (%s, %s, {_TS.format('%s')}, %s, %s, %s)"
+        f" longest_wait_ms, oldest_queued_at_ms) SELECT tenant_id, queue_id,"
+        f" {_TS.format('at_ms')}, calls_waiting, longest_wait_ms, oldest FROM stage_snapshots"
         " ON CONFLICT (tenant_id, queue_id, at) DO UPDATE SET"
         " calls_waiting = excluded.calls_waiting, longest_wait_ms = excluded.longest_wait_ms,"
         " oldest_queued_at_ms = excluded.oldest_queued_at_ms",
@@ -743,6 +751,8 @@ _COPY_TYPES: Final = {
                     _TEXT, _TEXT, "bool"],
     "stage_agent": [_TEXT, _TEXT, _INT8, _INT4, *[_INT8] * len(AGENT_FIELDS)],
     "stage_segments": [_TEXT, _TEXT, _INT8, _TEXT, _TEXT, _INT8],
+    "stage_agents": [_TEXT, _TEXT, _TEXT, _TEXT, _INT8, _TEXT],
+    "stage_snapshots": [_TEXT, _TEXT, _INT8, _INT8, _INT8, _INT8],
     "stage_legs": [_TEXT, _TEXT, _TEXT, _INT4, _INT8, _INT4, _TEXT, _TEXT, _INT8, _INT8, _TEXT,
                    _TEXT, _INT8, _INT8, _INT8, _INT8, _INT8, _TEXT, _INT8, "bool"],
     "stage_leg_state": [_INT4, _TEXT, _TEXT, _TEXT, _INT4, "bytea"],
@@ -765,9 +775,14 @@ def _copy(cur: psycopg.Cursor[Any], stage: str, columns: Sequence[str],
             copy.write_row(row)
 
 
-def _merge_sync(cur: psycopg.Cursor[Any], rows: Rows) -> int:
+def _create_stages(cur: psycopg.Cursor[Any]) -> None:
+    """The session's staging tables (temporary: each connection has its own)."""
     for ddl in _STAGE_DDL:
         cur.execute(ddl.encode())
+
+
+def _merge_sync(cur: psycopg.Cursor[Any], rows: Rows) -> int:
+    """Upsert `rows` through the staging tables (`_create_stages` made them)."""
     for name, (stage, columns, merge) in _MERGE.items():
         data: list[tuple[Any, ...]] = getattr(rows, name)
         if not data:
@@ -875,8 +890,7 @@ class PartitionWriter:
         if conn is None or conn.closed:
             conn = self._writes = psycopg.connect(self.conninfo, connect_timeout=5)
             with conn.cursor() as cur:
-                for ddl in _STAGE_DDL:
-                    cur.execute(ddl.encode())
+                _create_stages(cur)
             conn.commit()
         return conn
 
