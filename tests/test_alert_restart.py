@@ -1,6 +1,8 @@
 """SIGKILL a `callpulse run` process while an alert fires, and restart it: the firing notice
-is not sent again, and the resolution (stuck in the outbox at the time of a second kill)
-is delivered exactly once after the next restart."""
+is not sent again as a new notice, and the resolution (stuck in the outbox at the time of a
+second kill) is delivered exactly once after the next restart. Once means once per
+delivery id: a kill between the receiver's acceptance and the commit of `delivered_at` may
+re-send that delivery, under the same id, for the receiver to drop (services/alerts/dispatch.py)."""
 
 from __future__ import annotations
 
@@ -34,7 +36,11 @@ def admin_key(data_dir: Path) -> dict[str, str]:
 
 
 def notices(r: Receiver) -> list[tuple[str, str]]:
+    """The notices received, as a receiver following the contract sees them: a request
+    repeating a delivery id already received is dropped (the dispatcher re-sends a notice
+    whose acceptance it could not record before a crash, under the same delivery id)."""
     out = []
+    seen: dict[str, bytes] = {}
     for req in r.on("/hook"):
         signature = hmac.new(
             SECRET.encode(),
@@ -42,6 +48,11 @@ def notices(r: Receiver) -> list[tuple[str, str]]:
             hashlib.sha256,
         ).hexdigest()
         assert req.headers["x-callpulse-signature"] == f"sha256={signature}"
+        delivery = req.headers["x-callpulse-delivery"]
+        if delivery in seen:
+            assert req.json() == msgspec.json.decode(seen[delivery])  # the same notice again
+            continue
+        seen[delivery] = req.body
         body = req.json()
         out.append((body["notice"], body["alert"]["id"]))
     return out
