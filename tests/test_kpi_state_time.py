@@ -99,3 +99,18 @@ def test_state_time_in_any_order_matches_batch(
     # The timelines in memory give the same segments as those written.
     in_memory = [s for timeline in centre.timelines.values() for s in timeline.segments()]
     assert {s.key: s for s in in_memory} == {k: s for k, s in written.items()}
+    # A window's time from the segments a timeline picks for it equals the batch split's
+    # minutes inside that window.
+    t0 = int(T0.timestamp() * 1000)
+    lo = t0 - t0 % MINUTE + (seed % 4) * MINUTE
+    hi = lo + (1 + seed % 3) * MINUTE
+    picked = [s for timeline in centre.timelines.values() for s in timeline.segments(lo, hi)]
+    want: dict[str, dict[str, int]] = {}
+    for (agent, minute, state), ms in expected(changes).items():
+        if lo <= minute < hi:
+            want.setdefault(agent, {})[state] = want.get(agent, {}).get(state, 0) + ms
+    got = {
+        agent: {s: getattr(t, f"{s}_ms") for s in AGENT_STATES if getattr(t, f"{s}_ms")}
+        for agent, t in time_in_state(picked, lo, hi).items()
+    }
+    assert got == want

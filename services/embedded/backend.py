@@ -160,7 +160,7 @@ class EmbeddedBackend(EmbeddedTenancy):
         segments = {s.key: s for s in self.store.state_segments(tenant_id, start_ms, end_ms)}
         for (tenant, _), timeline in self.aggregator.centre.timelines.items():
             if tenant == tenant_id:
-                segments.update((s.key, s) for s in timeline.segments())
+                segments.update((s.key, s) for s in timeline.segments(start_ms, end_ms))
         return time_in_state(segments.values(), start_ms, end_ms)
 
     def put_link(self, link: WallboardLink) -> None:

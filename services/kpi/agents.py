@@ -84,9 +84,13 @@ class Timeline(msgspec.Struct, kw_only=True):
         return Segment(self.tenant_id, self.agent_id, change.at, change.event_id,
                        change.state, changes[i + 1].at)  # fmt: skip
 
-    def segments(self) -> list[Segment]:
-        """The closed segments of the changes held."""
-        return [s for i in range(len(self.changes) - 1) if (s := self.segment(i)) is not None]
+    def segments(self, start_ms: int = -(2**62), end_ms: int = 2**62) -> list[Segment]:
+        """The closed segments of the changes held that may overlap [start_ms, end_ms)
+        (those starting before `end_ms`, from the last one starting before `start_ms`)."""
+        changes = self.changes
+        first = max(0, bisect_left(changes, start_ms, key=_at) - 1)
+        stop = min(bisect_left(changes, end_ms, key=_at), len(changes) - 1)
+        return [s for i in range(first, stop) if (s := self.segment(i)) is not None]
 
     def evict_before(self, cutoff_ms: int) -> bool:
         """Forget changes before `cutoff_ms`, keeping the last one (it sets the state

@@ -258,8 +258,18 @@ class PostgresStore:
 
     def agent_totals(self, tenant_id: str, start_ms: int, end_ms: int) -> dict[str, AgentCounters]:
         """Per agent, the sum of its handle-time buckets in [start_ms, end_ms) (all shards)."""
-        rows = self._per_agent_sums("api_agent_buckets", AGENT_FIELDS, tenant_id, start_ms, end_ms)
-        return {r[0]: AgentCounters(**dict(zip(AGENT_FIELDS, r[1:], strict=True))) for r in rows}
+        sums = ", ".join(f"sum({f})::bigint" for f in AGENT_FIELDS)
+        with self._tenant(tenant_id) as cur:
+            cur.execute(
+                f"SELECT agent_id, {sums} FROM api_agent_buckets WHERE tenant_id = %s"
+                f" AND bucket >= {_TS.format('%s')} AND bucket < {_TS.format('%s')}"
+                " GROUP BY agent_id",
+                (tenant_id, start_ms, end_ms),
+            )
+            return {
+                r[0]: AgentCounters(**dict(zip(AGENT_FIELDS, r[1:], strict=True)))
+                for r in cur.fetchall()
+            }
 
     def state_totals(self, tenant_id: str, start_ms: int, end_ms: int) -> dict[str, StateTime]:
         """Per agent, time in each state inside [start_ms, end_ms) (closed segments)."""
@@ -276,19 +286,6 @@ class PostgresStore:
             for agent, state, ms in cur.fetchall():
                 totals.setdefault(agent, StateTime()).add(state, ms)
             return totals
-
-    def _per_agent_sums(
-        self, view: str, fields: Sequence[str], tenant_id: str, start_ms: int, end_ms: int
-    ) -> list[tuple[Any, ...]]:
-        sums = ", ".join(f"sum({f})::bigint" for f in fields)
-        with self._tenant(tenant_id) as cur:
-            cur.execute(
-                f"SELECT agent_id, {sums} FROM {view} WHERE tenant_id = %s"
-                f" AND bucket >= {_TS.format('%s')} AND bucket < {_TS.format('%s')}"
-                " GROUP BY agent_id",
-                (tenant_id, start_ms, end_ms),
-            )
-            return cur.fetchall()
 
     def queues(self, tenant_id: str) -> list[str]:
         """Queues of a tenant: those with data or with a contract of their own."""
