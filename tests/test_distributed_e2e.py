@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import signal
 import threading
 import time
@@ -42,7 +43,7 @@ from tests.distributed import (
     wait_caught_up,
     wire,
 )
-from tests.kafka import MockCluster
+from tests.kafka import MOCK_PARTITIONS, MockCluster
 from tests.oracle import batch, nonzero
 
 BATCH = 200
@@ -152,6 +153,36 @@ class Claims:
             time.sleep(0.2)
 
 
+def assignment(s: Stack, name: str) -> list[int] | None:
+    """The partitions worker `name`'s current process last logged as assigned to it (None
+    before its first assignment)."""
+    pid = s.procs[name].pid
+    text = (s.logs / f"{name}.log").read_text(errors="replace")
+    found = re.findall(rf"\[{pid}\] \[INFO\] assigned partitions \[([^\]]*)\]", text)
+    return [int(p) for p in found[-1].split(",") if p.strip()] if found else None
+
+
+def wait_settled(s: Stack, workers: list[str], claims: Claims, progress_after: int) -> None:
+    """Until the live workers' latest assignments cover every partition exactly once and
+    records were applied past `progress_after` (or none are left). The bound allows for the
+    mock broker's stuck-group quirk (see `Claims.wait_for`)."""
+    deadline = time.monotonic() + 150
+    while True:
+        held = [assignment(s, w) for w in workers]
+        owned = sorted(p for h in held if h is not None for p in h)
+        applied = claims.applied()
+        ends = sum(end_offsets(claims.bootstrap, claims.topic).values())
+        if (
+            None not in held
+            and owned == list(range(MOCK_PARTITIONS))
+            and (applied > progress_after or applied == ends)
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not settled: {dict(zip(workers, held, strict=True))}")
+        time.sleep(0.2)
+
+
 def test_replay_with_kills_and_rebalance_is_exact(
     pg_url: str, kafka: MockCluster, tmp_path: Path
 ) -> None:
@@ -169,6 +200,7 @@ def test_replay_with_kills_and_rebalance_is_exact(
     admin.close()
 
     with stack(kafka.bootstrap, pg_url, tmp_path) as s:
+        s.log_level = "INFO"  # the workers log their assignments (see `wait_holding`)
         s.start("ingest", "ingest")
         s.start("a", "aggregator")
         s.start("b", "aggregator")
@@ -178,27 +210,36 @@ def test_replay_with_kills_and_rebalance_is_exact(
         sender.start()
         claims = Claims(pg_url, kafka.bootstrap, s.topics.events)
         claims.wait_for(4, progress_after=0)  # both workers hold partitions and apply
+        workers, moved = ["a", "b"], 0
         for action in ("kill a", "join c", "kill b", "leave c", "kill a"):
             verb, name = action.split()
-            before = claims.total()
+            # A stopped worker's partitions must be claimed again (by another worker or its
+            # restarted process, which starts empty). A worker may hold none: Faust's
+            # assignor can leave a joiner without partitions until the next rebalance.
+            if verb != "join" and assignment(s, name):
+                moved += 1
+            progress = claims.applied()
             if verb == "kill":
                 time.sleep(rng.random() * 0.3)  # anywhere in the worker's cycle
                 s.stop(name, signal.SIGKILL)
                 s.start(name, "aggregator")
             elif verb == "join":
                 s.start(name, "aggregator")
+                workers.append(name)
             else:
                 s.stop(name, signal.SIGTERM)
-            # Partitions changed hands (each claim restores a partition from the store) and
-            # the new owners make progress before the next blow.
-            claims.wait_for(before + 1, progress_after=claims.applied())
+                workers.remove(name)
+            # The group settled on the change and the owners make progress before the next
+            # blow.
+            wait_settled(s, workers, claims, progress)
         sender.join(timeout=120)
         assert not sender.is_alive()
         ends = wait_caught_up(s, timeout_s=120)
         assert sum(ends.values()) >= len(bodies)
-        assert claims.total() >= 4 + 5
+        assert moved >= 1 and claims.total() >= 4 + moved
         print(
-            f"{len(events)} events, {sum(ends.values())} messages, {claims.total()} claims,"
+            f"{len(events)} events, {sum(ends.values())} messages, {claims.total()} claims"
+            f" ({moved} stops of workers holding partitions),"
             f" supervisor restarts: {s.restarts}"
         )
 
